@@ -1,0 +1,51 @@
+# labelloop — every target creates or reuses .venv/ at the repo root.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS ?= dev,serving
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+comma := ,
+
+.PHONY: install run test lint typecheck unit integration bench stop status clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+## make run: start the local stack and run the end-to-end job on bundled sample data.
+run: install
+	$(BIN)/labelloop stack up
+	$(BIN)/labelloop demo
+
+## make test: lint, type-check, unit tests, then integration tests on the real stack.
+test: install lint typecheck
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy labelloop schemas
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+## make bench: measured figures, merged into var/bench.json.
+bench: install
+	$(BIN)/labelloop stack up
+	$(BIN)/labelloop bench --out var/bench.json
+
+stop: install
+	$(BIN)/labelloop stack down
+
+status: install
+	$(BIN)/labelloop stack status
+
+clean: stop
+	rm -rf var

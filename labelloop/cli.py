@@ -1,0 +1,129 @@
+"""The ``labelloop`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from labelloop.config import get_settings
+from labelloop.stack.base import StackError
+
+app = typer.Typer(
+    help="labelloop: event-driven image annotation with a model in the loop.", no_args_is_help=True
+)
+stack_app = typer.Typer(
+    help="Run the local stack: Kafka, MinIO and (optionally) Triton.", no_args_is_help=True
+)
+schemas_app = typer.Typer(
+    help="Contracts: JSON Schemas and the AsyncAPI document.", no_args_is_help=True
+)
+app.add_typer(stack_app, name="stack")
+app.add_typer(schemas_app, name="schemas")
+
+console = Console(stderr=True)
+WithTriton = Annotated[bool, typer.Option("--triton/--no-triton", help="Also run Triton.")]
+
+
+def _stack(with_triton: bool):  # type: ignore[no-untyped-def]
+    from labelloop.stack.manager import Stack
+
+    return Stack(get_settings(), with_triton=with_triton)
+
+
+def _progress(line: str) -> None:
+    console.log(line)
+
+
+@stack_app.command("up")
+def stack_up(triton: WithTriton = False) -> None:
+    """Start the stack (idempotent): build or fetch tools once, wait until each is healthy."""
+    started = time.monotonic()
+    try:
+        with console.status("bringing the stack up…"):
+            statuses = _stack(triton).up(_progress)
+    except StackError as error:
+        console.print(f"[red]stack up failed:[/red] {error}")
+        raise typer.Exit(1) from error
+    _print_status(statuses)
+    console.print(f"stack up in {time.monotonic() - started:.1f}s")
+
+
+@stack_app.command("down")
+def stack_down(triton: Annotated[bool, typer.Option("--triton/--no-triton")] = True) -> None:
+    """Stop every server the stack started; data stays under var/."""
+    _stack(triton).down(_progress)
+
+
+@stack_app.command("status")
+def stack_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    triton: Annotated[bool, typer.Option("--triton/--no-triton")] = True,
+) -> None:
+    """Each component, its address, version and health; exit code 1 if any is unhealthy."""
+    from labelloop.stack.manager import status_dicts
+
+    statuses = _stack(triton).status()
+    if as_json:
+        typer.echo(json.dumps(status_dicts(statuses), indent=2))
+    else:
+        _print_status(statuses)
+    required = [s for s in statuses if s.name != "triton" or s.running]
+    if not all(s.healthy for s in required):
+        raise typer.Exit(1)
+
+
+def _print_status(statuses) -> None:  # type: ignore[no-untyped-def]
+    table = Table("component", "address", "version", "health", "pid")
+    for s in statuses:
+        health = (
+            "[green]healthy[/green]"
+            if s.healthy
+            else ("[yellow]starting[/yellow]" if s.running else "[red]down[/red]")
+        )
+        table.add_row(s.name, s.address, s.version or "-", health, str(s.pid or "-"))
+    Console().print(table)
+
+
+@schemas_app.command("export")
+def schemas_export() -> None:
+    """Write schemas/generated/ (JSON Schema per event type, AsyncAPI) from the code."""
+    from schemas.generate import write_generated
+
+    for path in write_generated():
+        console.log(f"wrote {path}")
+
+
+@app.command("demo")
+def demo() -> None:
+    """Run the end-to-end job on the running local stack (``make run`` calls this)."""
+    from labelloop.demo import run_demo
+
+    run_demo(get_settings(), Console())
+
+
+@app.command("bench")
+def bench(
+    out: Annotated[Path, typer.Option(help="Where the JSON document goes.")] = Path(
+        "var/bench.json"
+    ),
+    only: Annotated[list[str] | None, typer.Option(help="Run only these sections.")] = None,
+) -> None:
+    """Measure and write the figures (``make bench``); needs the local stack up."""
+    from labelloop.bench import run_benchmarks
+
+    run_benchmarks(get_settings(), out, console, only)
+    console.print(f"wrote {out}")
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app()

@@ -1,0 +1,129 @@
+"""One settings object for every service, read from ``LABELLOOP_*`` environment variables.
+
+Services build it once through :func:`get_settings`; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+LOCAL_S3_SECRET = "minioadmin"  # noqa: S105 - MinIO's documented local default
+LOCAL_ADMIN_TOKEN = "labelloop-local-admin"  # noqa: S105 - refused outside `local`
+
+
+class Settings(BaseSettings):
+    """Every knob of labelloop; each field is overridable by ``LABELLOOP_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LABELLOOP_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    environment: Literal["local", "cluster"] = "local"
+    """``cluster`` refuses the local default secrets, so a deployment cannot forget them."""
+
+    # --- where state lives -------------------------------------------------------------------
+    var_dir: Path = Path("var")
+    """Logs, data and pid files of the local stack, and the default SQLite database."""
+    cache_dir: Path = Path.home() / ".cache" / "labelloop"
+    """Downloaded and built tools (Kafka jars, MinIO binary, Triton venv): kept across clones."""
+    database_url: str = "sqlite:///var/labelloop.db"
+
+    # --- Kafka ----------------------------------------------------------------------------------
+    kafka_host: str = "127.0.0.1"
+    kafka_port: Port = 9092
+    kafka_controller_port: Port = 9093
+    kafka_version: str = "4.1.1"
+    kafka_bootstrap_servers: str = ""
+    """Defaults to ``kafka_host:kafka_port``; a cluster sets its own list."""
+    kafka_topic_prefix: str = ""
+    """Prepended to every topic name, so tests and tenants can share one broker."""
+    kafka_partitions: Annotated[int, Field(ge=1)] = 3
+    kafka_heap: str = "512m"
+
+    # --- S3 / MinIO -----------------------------------------------------------------------------
+    s3_host: str = "127.0.0.1"
+    s3_port: Port = 9000
+    s3_console_port: Port = 9001
+    s3_endpoint: str = ""
+    """``host:port`` of the S3 API; defaults to ``s3_host:s3_port``."""
+    s3_secure: bool = False
+    s3_access_key: str = "minioadmin"
+    s3_secret_key: str = LOCAL_S3_SECRET
+    s3_bucket: str = "labelloop"
+    minio_module_version: str = "v0.0.0-20260212201848-7aac2a2c5b7c"
+    """The Go pseudo-version ``go install github.com/minio/minio@latest`` resolved to (pinned)."""
+
+    # --- Triton ---------------------------------------------------------------------------------
+    triton_host: str = "127.0.0.1"
+    triton_http_port: Port = 8000
+    triton_grpc_port: Port = 8001
+    triton_metrics_port: Port = 8002
+    triton_pytriton_version: str = "0.7.0"
+
+    # --- API ------------------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: Port = 8080
+    admin_token: str = LOCAL_ADMIN_TOKEN
+
+    # --- messaging behaviour --------------------------------------------------------------------
+    handler_max_attempts: Annotated[int, Field(ge=1)] = 3
+    """A handler that raises is retried this many times before its message goes to the DLQ."""
+    transient_retry_s: Annotated[float, Field(gt=0)] = 1.0
+    """Pause before a message whose handler hit an unreachable dependency is consumed again."""
+    outbox_poll_s: Annotated[float, Field(gt=0)] = 0.5
+    """How often the outbox relay looks for events left by a crashed process."""
+
+    # --- stack behaviour ------------------------------------------------------------------------
+    stack_start_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("database_url must be a sqlite:// or postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _derive_addresses(self) -> Settings:
+        if not self.kafka_bootstrap_servers:
+            self.kafka_bootstrap_servers = f"{self.kafka_host}:{self.kafka_port}"
+        if not self.s3_endpoint:
+            self.s3_endpoint = f"{self.s3_host}:{self.s3_port}"
+        if self.environment != "local":
+            defaults = [
+                name
+                for name, value, default in (
+                    ("LABELLOOP_S3_SECRET_KEY", self.s3_secret_key, LOCAL_S3_SECRET),
+                    ("LABELLOOP_ADMIN_TOKEN", self.admin_token, LOCAL_ADMIN_TOKEN),
+                )
+                if value == default
+            ]
+            if defaults:
+                raise ValueError(f"set real secrets outside local use: {', '.join(defaults)}")
+        return self
+
+    def topic(self, name: str) -> str:
+        """The broker-side name of a logical topic (``storage.objects`` → prefixed name)."""
+        return f"{self.kafka_topic_prefix}{name}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.var_dir / "log"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.var_dir / "run"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, built once on first use."""
+    return Settings()

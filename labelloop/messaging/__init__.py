@@ -1,0 +1,1 @@
+"""Messaging core shared by every service: broker, DLQ, outbox, idempotency, topics."""

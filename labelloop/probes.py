@@ -1,0 +1,48 @@
+"""Round trips through the real stack, shared by the demo and the benchmarks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from aiokafka import AIOKafkaConsumer
+
+from labelloop.config import Settings
+from labelloop.storage import ObjectStore
+from schemas.s3 import S3EventNotification
+from schemas.topics import Topic
+
+
+async def storage_round_trips(
+    settings: Settings, count: int, payload: bytes = b"labelloop probe"
+) -> list[tuple[S3EventNotification, float]]:
+    """Put ``count`` objects under a fresh ``tasks/`` prefix and wait for MinIO's record of each
+    on ``storage.objects``; returns each parsed record with its put→consumed latency (s)."""
+    store = ObjectStore.from_settings(settings)
+    prefix = f"tasks/probe-{uuid.uuid4().hex[:8]}/data/"
+    consumer = AIOKafkaConsumer(
+        settings.topic(Topic.STORAGE_OBJECTS),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    results: list[tuple[S3EventNotification, float]] = []
+    try:
+        await consumer.seek_to_end()
+        for position in consumer.assignment():  # resolve "latest" now, before the puts
+            await consumer.position(position)
+        for index in range(count):
+            key = f"{prefix}{index:05d}.bin"
+            put_at = time.perf_counter()
+            store.put_bytes(key, payload)
+            while True:
+                record = await consumer.getone()
+                notification = S3EventNotification.model_validate_json(record.value)
+                if notification.records[0].object_key == key:
+                    results.append((notification, time.perf_counter() - put_at))
+                    break
+    finally:
+        await consumer.stop()
+    return results

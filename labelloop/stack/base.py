@@ -1,0 +1,105 @@
+"""What every local-stack component provides, and the errors the stack reports."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from labelloop.config import Settings
+from labelloop.stack.process import Daemon
+
+Progress = Callable[[str], None]
+"""Receives one line of human-readable progress ("building MinIO (first time, ~5 min)")."""
+
+
+class StackError(RuntimeError):
+    """The stack could not be brought up; the message says what to do."""
+
+
+class MissingTool(StackError):
+    def __init__(self, tool: str, hint: str) -> None:
+        super().__init__(f"`{tool}` was not found on PATH. {hint}")
+        self.tool = tool
+
+
+def require_tool(tool: str, hint: str) -> str:
+    """The full path of ``tool``, or a :class:`MissingTool` that names it and how to get it."""
+    path = shutil.which(tool)
+    if path is None:
+        raise MissingTool(tool, hint)
+    return path
+
+
+def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    address: str
+    version: str | None
+    running: bool
+    healthy: bool
+    pid: int | None
+    detail: str = ""
+
+
+class Component(ABC):
+    """A server of the local stack: installed once into the cache, run as a :class:`Daemon`."""
+
+    name: str
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.daemon = Daemon(self.name, settings.run_dir, settings.log_dir)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.var_dir / self.name
+
+    @property
+    @abstractmethod
+    def address(self) -> str: ...
+
+    @abstractmethod
+    def install(self, progress: Progress) -> None:
+        """Fetch or build the server into the cache (a no-op when it is already there)."""
+
+    @abstractmethod
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment that run the server."""
+
+    def prepare(self, progress: Progress) -> None:  # noqa: B027 - optional hook
+        """One-time set-up of ``data_dir`` before the first start (format storage...)."""
+
+    @abstractmethod
+    def healthy(self) -> bool:
+        """True when the server answers its real protocol, not just an open port."""
+
+    @abstractmethod
+    def version(self) -> str | None: ...
+
+    def after_start(self, progress: Progress) -> None:  # noqa: B027 - optional hook
+        """Idempotent configuration once the server is healthy (topics, buckets...)."""
+
+    def status(self) -> ComponentStatus:
+        pid = self.daemon.pid()
+        healthy = self.healthy()
+        return ComponentStatus(
+            name=self.name,
+            address=self.address,
+            version=self.version(),
+            running=pid is not None or healthy,
+            healthy=healthy,
+            pid=pid,
+            detail="" if pid is not None or not healthy else "not started by this stack",
+        )

@@ -1,0 +1,76 @@
+"""Bringing the local stack up and down, idempotently, with health waits."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+from labelloop.config import Settings
+from labelloop.stack.base import Component, ComponentStatus, Progress, StackError
+from labelloop.stack.kafka import KafkaComponent
+from labelloop.stack.minio import MinioComponent
+
+COMPONENT_NAMES = ("kafka", "minio", "triton")
+
+
+class Stack:
+    """Kafka, then MinIO (it publishes to Kafka), then Triton when asked for."""
+
+    def __init__(self, settings: Settings, *, with_triton: bool = False) -> None:
+        self.settings = settings
+        self.components: list[Component] = [KafkaComponent(settings), MinioComponent(settings)]
+        if with_triton:
+            from labelloop.stack.triton import TritonComponent
+
+            self.components.append(TritonComponent(settings))
+
+    def up(self, progress: Progress) -> list[ComponentStatus]:
+        """Install, start and configure every component that is not healthy yet."""
+        for component in self.components:
+            if component.healthy():
+                progress(f"{component.name}: already running at {component.address}")
+            else:
+                component.install(progress)
+                component.prepare(progress)
+                if component.daemon.pid() is None:
+                    progress(f"{component.name}: starting at {component.address}")
+                    argv, env = component.command()
+                    component.daemon.start(argv, env=env)
+                self._wait_healthy(component, progress)
+            component.after_start(progress)
+        return self.status()
+
+    def _wait_healthy(self, component: Component, progress: Progress) -> None:
+        started = time.monotonic()
+        deadline = started + self.settings.stack_start_timeout_s
+        while time.monotonic() < deadline:
+            if component.healthy():
+                progress(f"{component.name}: healthy after {time.monotonic() - started:.1f}s")
+                return
+            if component.daemon.pid() is None:
+                raise StackError(
+                    f"{component.name} exited while starting; last lines of "
+                    f"{component.daemon.logfile}:\n{component.daemon.log_tail()}"
+                )
+            time.sleep(0.25)
+        raise StackError(
+            f"{component.name} did not become healthy within "
+            f"{self.settings.stack_start_timeout_s:.0f}s "
+            f"(LABELLOOP_STACK_START_TIMEOUT_S); see {component.daemon.logfile}:\n"
+            f"{component.daemon.log_tail()}"
+        )
+
+    def down(self, progress: Progress) -> None:
+        """Stop what this stack started, in reverse order; data stays under var/."""
+        for component in reversed(self.components):
+            if component.daemon.stop():
+                progress(f"{component.name}: stopped")
+            else:
+                progress(f"{component.name}: not running")
+
+    def status(self) -> list[ComponentStatus]:
+        return [component.status() for component in self.components]
+
+
+def status_dicts(statuses: list[ComponentStatus]) -> list[dict[str, object]]:
+    return [asdict(status) for status in statuses]

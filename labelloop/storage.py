@@ -1,0 +1,67 @@
+"""The object store (MinIO or any S3): the bucket, its event notifications, and object I/O."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from minio import Minio
+from minio.notificationconfig import NotificationConfig, PrefixFilterRule, QueueConfig
+
+from labelloop.config import Settings
+
+NOTIFIED_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+
+
+@dataclass
+class ObjectStore:
+    """A bucket on an S3 server, reached with the ``minio`` client."""
+
+    client: Minio
+    bucket: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ObjectStore:
+        client = Minio(
+            settings.s3_endpoint,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            secure=settings.s3_secure,
+        )
+        return cls(client, settings.s3_bucket)
+
+    def ensure_bucket(self) -> bool:
+        """Create the bucket if missing; True when it was created."""
+        if self.client.bucket_exists(self.bucket):
+            return False
+        self.client.make_bucket(self.bucket)
+        return True
+
+    def ensure_notifications(self, queue_arn: str, *, prefix: str) -> None:
+        """Send create/remove events for keys under ``prefix`` to the queue target ``queue_arn``."""
+        config = NotificationConfig(
+            queue_config_list=[
+                QueueConfig(
+                    NOTIFIED_EVENTS,
+                    config_id="labelloop-tasks",
+                    prefix_filter_rule=PrefixFilterRule(prefix),
+                    queue=queue_arn,
+                ),
+            ]
+        )
+        self.client.set_bucket_notification(self.bucket, config)
+
+    def put_bytes(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> None:
+        self.client.put_object(
+            self.bucket, key, io.BytesIO(data), len(data), content_type=content_type
+        )
+
+    def get_bytes(self, key: str) -> bytes:
+        response = self.client.get_object(self.bucket, key)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()

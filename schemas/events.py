@@ -1,0 +1,236 @@
+"""Every labelloop event type: frozen, past-tense, one ``data`` model per type.
+
+A type name ends in its version (``.v1``). A consumer validates against the union of the types
+it knows for a topic, so an unknown type or version is refused and goes to the DLQ.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.envelope import CloudEvent
+from schemas.topics import Topic
+
+TaskId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+FrameName = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class EventData(BaseModel):
+    """Base of every event payload: immutable, and strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- ingest.events ------------------------------------------------------------------------------
+
+
+class FrameProcessedData(EventData):
+    task_id: TaskId
+    frame: FrameName
+    object_key: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    size_bytes: int = Field(gt=0)
+    format: str = Field(description="Image format as the decoder names it, e.g. JPEG, PNG.")
+
+
+class FrameRejectedData(EventData):
+    task_id: TaskId
+    frame: FrameName
+    object_key: str
+    code: Literal[
+        "empty",
+        "truncated",
+        "not_an_image",
+        "too_many_pixels",
+        "outside_task",
+        "unsupported",
+        "hash_mismatch",
+        "too_large",
+    ]
+    reason: str = Field(description="Why, in words a person understands.")
+
+
+class TaskDataReadyData(EventData):
+    task_id: TaskId
+    frames: list[FrameName] = Field(description="Processed frames, in natural sort order.")
+    rejected: list[FrameName] = Field(default_factory=list)
+
+
+class FrameProcessed(CloudEvent[FrameProcessedData]):
+    """A frame was downloaded, decoded, validated and recorded."""
+
+    type: Literal["io.labelloop.frame.processed.v1"] = "io.labelloop.frame.processed.v1"
+
+
+class FrameRejected(CloudEvent[FrameRejectedData]):
+    """A frame could not be used; ``data.reason`` says why."""
+
+    type: Literal["io.labelloop.frame.rejected.v1"] = "io.labelloop.frame.rejected.v1"
+
+
+class TaskDataReady(CloudEvent[TaskDataReadyData]):
+    """Every manifest entry of a task was processed or rejected (emitted once per task)."""
+
+    type: Literal["io.labelloop.task.data-ready.v1"] = "io.labelloop.task.data-ready.v1"
+
+
+# --- jobgen.events ------------------------------------------------------------------------------
+
+
+class JobCreatedData(EventData):
+    job_id: str
+    task_id: TaskId
+    start_frame: int = Field(ge=0)
+    stop_frame: int = Field(ge=0, description="Inclusive, like CVAT.")
+    frames: list[FrameName]
+
+
+class TaskJobsReadyData(EventData):
+    task_id: TaskId
+    job_ids: list[str]
+
+
+class JobCreated(CloudEvent[JobCreatedData]):
+    """An annotation job was cut from a task."""
+
+    type: Literal["io.labelloop.job.created.v1"] = "io.labelloop.job.created.v1"
+
+
+class TaskJobsReady(CloudEvent[TaskJobsReadyData]):
+    """Every job of a task exists: clients wait for this instead of polling."""
+
+    type: Literal["io.labelloop.task.jobs-ready.v1"] = "io.labelloop.task.jobs-ready.v1"
+
+
+# --- labels.events ------------------------------------------------------------------------------
+
+
+class LabelsSubmittedData(EventData):
+    task_id: TaskId
+    job_id: str
+    frames: list[FrameName]
+    submitted_by: str
+    labeled_frames: int = Field(ge=0, description="Frames of the task labeled so far.")
+
+
+class LabelsThresholdReachedData(EventData):
+    task_id: TaskId
+    labeled_frames: int = Field(ge=0)
+    crossing: int = Field(
+        ge=1, description="1 for the first `label_threshold` frames, 2 for the next..."
+    )
+    priority: int = Field(ge=0, le=3, description="The task's priority, P0 (highest) to P3.")
+
+
+class PreannotationReadyData(EventData):
+    task_id: TaskId
+    job_id: str | None = None
+    frame: FrameName
+    model_version: int = Field(ge=1)
+    boxes: int = Field(ge=0)
+    backend: Literal["triton", "onnxruntime"]
+
+
+class LabelsSubmitted(CloudEvent[LabelsSubmittedData]):
+    """A person saved annotations for frames of a job."""
+
+    type: Literal["io.labelloop.labels.submitted.v1"] = "io.labelloop.labels.submitted.v1"
+
+
+class LabelsThresholdReached(CloudEvent[LabelsThresholdReachedData]):
+    """Another `label_threshold` frames of a task were labeled: time to retrain."""
+
+    type: Literal["io.labelloop.labels.threshold-reached.v1"] = (
+        "io.labelloop.labels.threshold-reached.v1"
+    )
+
+
+class PreannotationReady(CloudEvent[PreannotationReadyData]):
+    """A frame was pre-annotated by a model version."""
+
+    type: Literal["io.labelloop.preannotation.ready.v1"] = "io.labelloop.preannotation.ready.v1"
+
+
+# --- trainer.events -----------------------------------------------------------------------------
+
+
+class ModelMetrics(EventData):
+    map50: float = Field(ge=0, le=1)
+    map50_95: float = Field(ge=0, le=1)
+    precision: float | None = Field(default=None, ge=0, le=1)
+    recall: float | None = Field(default=None, ge=0, le=1)
+
+
+class TrainingStartedData(EventData):
+    task_id: TaskId
+    run_id: str
+    version: int = Field(ge=1)
+    device: str
+    epoch: int = Field(default=0, ge=0, description="0 when the run starts, then each epoch done.")
+    epochs: int = Field(ge=1)
+
+
+class ModelPublishedData(EventData):
+    task_id: TaskId
+    run_id: str
+    version: int = Field(ge=1)
+    metrics: ModelMetrics
+    onnx_key: str
+
+
+class ModelRejectedData(EventData):
+    task_id: TaskId
+    run_id: str
+    version: int = Field(ge=1)
+    metrics: ModelMetrics
+    current_metrics: ModelMetrics | None = None
+    reason: str
+
+
+class TrainingFailedData(EventData):
+    task_id: TaskId
+    run_id: str
+    version: int = Field(ge=1)
+    error: str = Field(description="A readable cause.")
+
+
+class TrainingStarted(CloudEvent[TrainingStartedData]):
+    """A training run started (epoch 0) or finished another epoch."""
+
+    type: Literal["io.labelloop.training.started.v1"] = "io.labelloop.training.started.v1"
+
+
+class ModelPublished(CloudEvent[ModelPublishedData]):
+    """A model version passed its gate, was exported and registered as the task's current one."""
+
+    type: Literal["io.labelloop.model.published.v1"] = "io.labelloop.model.published.v1"
+
+
+class ModelRejected(CloudEvent[ModelRejectedData]):
+    """A trained version did not beat the current model (or the floor) and was not published."""
+
+    type: Literal["io.labelloop.model.rejected.v1"] = "io.labelloop.model.rejected.v1"
+
+
+class TrainingFailed(CloudEvent[TrainingFailedData]):
+    """A training run failed; ``data.error`` says why."""
+
+    type: Literal["io.labelloop.training.failed.v1"] = "io.labelloop.training.failed.v1"
+
+
+EVENTS_BY_TOPIC: dict[Topic, tuple[type[CloudEvent[EventData]], ...]] = {
+    Topic.INGEST_EVENTS: (FrameProcessed, FrameRejected, TaskDataReady),  # type: ignore[dict-item]
+    Topic.JOBGEN_EVENTS: (JobCreated, TaskJobsReady),  # type: ignore[dict-item]
+    Topic.LABELS_EVENTS: (LabelsSubmitted, LabelsThresholdReached, PreannotationReady),  # type: ignore[dict-item]
+    Topic.TRAINER_EVENTS: (TrainingStarted, ModelPublished, ModelRejected, TrainingFailed),  # type: ignore[dict-item]
+}
+"""Which event types each project topic carries (the AsyncAPI document is built from this)."""
+
+EVENT_TYPES: dict[str, type[CloudEvent[EventData]]] = {
+    cls.model_fields["type"].default: cls for classes in EVENTS_BY_TOPIC.values() for cls in classes
+}
+"""Event classes by their CloudEvents ``type``."""

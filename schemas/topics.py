@@ -1,0 +1,22 @@
+"""Kafka topic names. Every topic is keyed by task id so one task's events stay ordered."""
+
+from enum import StrEnum
+
+
+class Topic(StrEnum):
+    """The logical topics of labelloop (a deployment may prefix them, see ``Settings.topic``)."""
+
+    STORAGE_OBJECTS = "storage.objects"
+    """Raw S3 event records, published by MinIO itself (its notify_kafka target)."""
+    INGEST_EVENTS = "ingest.events"
+    JOBGEN_EVENTS = "jobgen.events"
+    LABELS_EVENTS = "labels.events"
+    TRAINER_EVENTS = "trainer.events"
+
+
+DLQ_SUFFIX = ".dlq"
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic of ``topic``: poison messages land there untouched."""
+    return f"{topic}{DLQ_SUFFIX}"

@@ -1,0 +1,58 @@
+"""The real local stack (Kafka, MinIO), started once per test run.
+
+If the test stack is already up (a previous run left it, or a developer started it with the
+same settings) it is reused; whatever this run started, it stops at the end.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from labelloop.config import Settings
+from labelloop.db import create_tables, get_engine
+from labelloop.stack.manager import Stack
+from labelloop.storage import ObjectStore
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings) -> Iterator[Stack]:
+    stack = Stack(settings)
+    already_up = all(status.healthy for status in stack.status())
+    stack.up(progress=lambda line: print(f"[stack] {line}"))
+    yield stack
+    if not already_up:
+        stack.down(progress=lambda line: print(f"[stack] {line}"))
+
+
+@pytest.fixture(scope="session")
+def store(stack: Stack, settings: Settings) -> ObjectStore:
+    return ObjectStore.from_settings(settings)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A fresh suffix for topics, task ids and groups, so tests never see each other's data."""
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    engine = get_engine(f"sqlite:///{tmp_path}/test.db")
+    create_tables(engine)
+    return engine
+
+
+@pytest.fixture
+async def test_settings(settings: Settings, unique: str) -> AsyncIterator[Settings]:
+    """Settings whose topics carry a prefix of their own (``t<unique>.ingest.events``…)."""
+    yield settings.model_copy(update={"kafka_topic_prefix": f"t{unique}."})

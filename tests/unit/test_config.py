@@ -1,0 +1,48 @@
+"""Settings come from the environment, derive addresses, and refuse bad values early."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from labelloop.config import Settings
+
+
+def test_addresses_derive_from_host_and_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABELLOOP_KAFKA_PORT", "19999")
+    monkeypatch.setenv("LABELLOOP_S3_HOST", "10.1.2.3")
+    settings = Settings()
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:19999"
+    assert settings.s3_endpoint == "10.1.2.3:" + str(settings.s3_port)
+
+
+def test_explicit_bootstrap_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABELLOOP_KAFKA_BOOTSTRAP_SERVERS", "kafka-0:9092,kafka-1:9092")
+    assert Settings().kafka_bootstrap_servers == "kafka-0:9092,kafka-1:9092"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LABELLOOP_KAFKA_PORT", "70000"),
+        ("LABELLOOP_DATABASE_URL", "mysql://x"),
+        ("LABELLOOP_HANDLER_MAX_ATTEMPTS", "0"),
+    ],
+)
+def test_bad_values_fail_fast(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_topic_prefix() -> None:
+    assert Settings(kafka_topic_prefix="t1.").topic("ingest.events") == "t1.ingest.events"
+
+
+def test_cluster_refuses_local_default_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABELLOOP_ENVIRONMENT", "cluster")
+    with pytest.raises(ValidationError, match="LABELLOOP_S3_SECRET_KEY"):
+        Settings()
+    monkeypatch.setenv("LABELLOOP_S3_SECRET_KEY", "s3cret-from-a-k8s-secret")
+    monkeypatch.setenv("LABELLOOP_ADMIN_TOKEN", "token-from-a-k8s-secret")
+    assert Settings().environment == "cluster"

@@ -1,0 +1,134 @@
+"""Contracts: the envelope, event ids, S3 record parsing, and the committed generated files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from schemas.envelope import event_id
+from schemas.events import (
+    EVENT_TYPES,
+    EVENTS_BY_TOPIC,
+    FrameProcessed,
+    FrameRejected,
+    FrameRejectedData,
+    TaskDataReady,
+    TaskDataReadyData,
+)
+from schemas.generate import rendered, topic_payload
+from schemas.s3 import S3EventNotification
+from schemas.topics import Topic, dlq_topic
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+def test_event_ids_are_stable_per_cause_and_distinct_across_causes() -> None:
+    assert event_id("t.v1", "task", "a.jpg") == event_id("t.v1", "task", "a.jpg")
+    assert event_id("t.v1", "task", "a.jpg") != event_id("t.v1", "task", "b.jpg")
+    # the separator keeps ("ab", "c") and ("a", "bc") apart
+    assert event_id("t.v1", "ab", "c") != event_id("t.v1", "a", "bc")
+
+
+def test_created_event_links_to_its_cause() -> None:
+    ready = TaskDataReady.create(
+        TaskDataReadyData(task_id="t1", frames=["a.jpg"]),
+        source="/labelloop/ingest",
+        key=("t1",),
+        taskid="t1",
+    )
+    rejected = FrameRejected.create(
+        FrameRejectedData(
+            task_id="t1",
+            frame="b.jpg",
+            object_key="tasks/t1/data/b.jpg",
+            code="empty",
+            reason="the file is empty (0 bytes)",
+        ),
+        source="/labelloop/ingest",
+        key=("t1", "b.jpg"),
+        cause=ready,
+    )
+    assert rejected.type == "io.labelloop.frame.rejected.v1"
+    assert rejected.causationid == ready.id
+    assert rejected.correlationid == ready.id
+    assert rejected.taskid == "t1" and rejected.subject == "t1"
+    document = json.loads(rejected.model_dump_json())
+    assert document["specversion"] == "1.0" and document["datacontenttype"] == "application/json"
+
+
+def test_events_are_frozen_and_strict() -> None:
+    ready = TaskDataReady.create(
+        TaskDataReadyData(task_id="t1", frames=[]), source="/s", key=("t1",), taskid="t1"
+    )
+    with pytest.raises(ValidationError):
+        ready.id = "other"  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        TaskDataReadyData(task_id="../etc", frames=[])
+    with pytest.raises(ValidationError):
+        TaskDataReadyData.model_validate({"task_id": "t1", "frames": [], "surprise": 1})
+
+
+def test_topic_union_refuses_unknown_types_and_versions() -> None:
+    adapter: TypeAdapter[object] = TypeAdapter(topic_payload(Topic.INGEST_EVENTS))
+    processed = {
+        "id": "1",
+        "source": "/labelloop/ingest",
+        "type": "io.labelloop.frame.processed.v1",
+        "data": {
+            "task_id": "t1",
+            "frame": "a.png",
+            "object_key": "tasks/t1/data/a.png",
+            "sha256": "a" * 64,
+            "width": 2,
+            "height": 2,
+            "size_bytes": 10,
+            "format": "PNG",
+        },
+    }
+    assert isinstance(adapter.validate_python(processed), FrameProcessed)
+    with pytest.raises(ValidationError):
+        adapter.validate_python({**processed, "type": "io.labelloop.frame.processed.v2"})
+
+
+def test_every_event_type_is_registered_once() -> None:
+    all_classes = [cls for classes in EVENTS_BY_TOPIC.values() for cls in classes]
+    assert len(EVENT_TYPES) == len(all_classes) == 12
+    assert all(name.startswith("io.labelloop.") and name.endswith(".v1") for name in EVENT_TYPES)
+
+
+def test_minio_record_parses_with_decoded_key() -> None:
+    raw = (FIXTURES / "minio-put-record.json").read_text()
+    notification = S3EventNotification.model_validate_json(raw)
+    record = notification.records[0]
+    assert record.is_created and not record.is_removed
+    assert record.bucket == "labelloop"
+    assert record.object_key == "tasks/t-probe/data/hello.txt"
+    assert record.s3.object.size == 2
+    assert notification.key == "labelloop/tasks/t-probe/data/hello.txt"
+
+
+def test_dlq_topic_name() -> None:
+    assert dlq_topic("ingest.events") == "ingest.events.dlq"
+
+
+def test_committed_generated_files_match_the_code() -> None:
+    stale = [
+        str(path)
+        for path, text in rendered().items()
+        if not path.exists() or path.read_text() != text
+    ]
+    assert not stale, f"run `labelloop schemas export` and commit: {stale}"
+
+
+def test_asyncapi_documents_every_topic_and_event() -> None:
+    document = json.loads(
+        (Path(__file__).parents[2] / "schemas/generated/asyncapi.json").read_text()
+    )
+    assert document["asyncapi"].startswith("3.")
+    addresses = {channel["address"] for channel in document["channels"].values()}
+    assert addresses == {topic.value for topic in Topic}
+    schema_names = set(document["components"]["schemas"])
+    assert {cls.__name__ for classes in EVENTS_BY_TOPIC.values() for cls in classes} <= schema_names
