@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 ## make run: start the local stack and run the end-to-end job on bundled sample data.
 run: install
 	$(BIN)/labelloop stack up
+	LABELLOOP_WEBHOOK_ALLOWLIST=127.0.0.0/8 $(BIN)/labelloop serve --detach
 	$(BIN)/labelloop demo
 
 ## make test: lint, type-check, unit tests, then integration tests on the real stack.
@@ -31,7 +32,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy labelloop schemas
+	$(BIN)/mypy labelloop schemas services
 
 unit: install
 	$(BIN)/pytest tests/unit
@@ -39,6 +40,7 @@ unit: install
 ## make bench: measured figures, merged into var/bench.json.
 bench: install
 	$(BIN)/labelloop stack up
+	LABELLOOP_WEBHOOK_ALLOWLIST=127.0.0.0/8 $(BIN)/labelloop serve --detach
 	$(BIN)/labelloop bench --out var/bench.json
 
 stop: install

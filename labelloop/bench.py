@@ -96,9 +96,137 @@ def bench_outbox(settings: Settings, console: Console) -> dict[str, Any]:
     return asyncio.run(run())
 
 
+def _api(settings: Settings) -> str:
+    return f"http://{settings.api_host}:{settings.api_port}"
+
+
+def bench_jobs_ready(settings: Settings, console: Console) -> dict[str, Any]:
+    """Last upload → ``task.jobs-ready``: pushed by webhook vs. a client polling every 5 s."""
+    import tempfile
+    import threading
+
+    from labelloop.client import LabelloopClient
+    from labelloop.demo import LocalReceiver
+    from labelloop.probes import write_frames
+
+    tasks, frames, poll_period_s = 20, 25, 5.0
+    console.log(f"jobs_ready: {tasks} tasks of {frames} frames, polling every {poll_period_s:.0f}s")
+    receiver = LocalReceiver()
+    url = receiver.start()
+    push_ms: list[float] = []
+    poll_ms: list[float] = []
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        LabelloopClient(_api(settings), settings.admin_token) as client,
+    ):
+        files = write_frames(Path(folder), frames)
+        receiver.secret = client.request(
+            "POST",
+            "/api/webhooks",
+            json={"url": url, "events": ["io.labelloop.task.jobs-ready.v1"]},
+        )["secret"]
+        for index in range(tasks):
+            task = client.request(
+                "POST",
+                "/api/tasks",
+                json={"name": f"bench-{index}", "labels": ["box"], "segment_size": 10},
+            )
+            client.upload(task["id"], files)  # the manifest goes last
+            uploaded = time.monotonic()
+            polled = threading.Event()
+
+            def poll(
+                task_id: str = task["id"], start: float = uploaded, done: threading.Event = polled
+            ) -> None:
+                with LabelloopClient(_api(settings), settings.admin_token) as poller:
+                    while True:  # CVAT's SDK: sleep status_check_period, then ask
+                        time.sleep(poll_period_s)
+                        if poller.request("GET", f"/api/tasks/{task_id}/jobs"):
+                            poll_ms.append((time.monotonic() - start) * 1000)
+                            done.set()
+                            return
+
+            threading.Thread(target=poll, daemon=True).start()
+            deadline = uploaded + 120
+            pushed = None
+            while pushed is None and time.monotonic() < deadline:
+                pushed = next(
+                    (
+                        d["arrived"]
+                        for d in receiver.deliveries
+                        if d["event"]["taskid"] == task["id"]
+                    ),
+                    None,
+                )
+                time.sleep(0.005)
+            if pushed is None:
+                raise TimeoutError(f"no jobs-ready webhook for {task['id']}")
+            push_ms.append((pushed - uploaded) * 1000)
+            polled.wait(timeout=120)
+    return {
+        "tasks": tasks,
+        "frames_per_task": frames,
+        "poll_period_s": poll_period_s,
+        "push_p50_ms": round(percentile(push_ms, 50), 1),
+        "push_p95_ms": round(percentile(push_ms, 95), 1),
+        "poll_p50_ms": round(percentile(poll_ms, 50), 1),
+        "poll_p95_ms": round(percentile(poll_ms, 95), 1),
+    }
+
+
+def bench_ingest(settings: Settings, console: Console) -> dict[str, Any]:
+    """Frames validated per second by ingest, beside a plain decode-and-hash loop."""
+    import hashlib
+    import io
+    import tempfile
+    from datetime import datetime
+
+    from PIL import Image
+
+    from labelloop.client import JOBS_READY, LabelloopClient
+    from labelloop.probes import write_frames
+
+    count = 1000
+    console.log(f"ingest: {count} frames")
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        LabelloopClient(_api(settings), settings.admin_token) as client,
+    ):
+        files = write_frames(Path(folder), count)
+        blobs = [path.read_bytes() for path in files]
+        started = time.perf_counter()
+        for blob in blobs:
+            with Image.open(io.BytesIO(blob)) as image:
+                image.load()
+            hashlib.sha256(blob).hexdigest()
+        decode_only = count / (time.perf_counter() - started)
+
+        task = client.request(
+            "POST", "/api/tasks", json={"name": "bench-ingest", "labels": ["box"]}
+        )
+        upload_started = time.monotonic()
+        client.upload(task["id"], files)
+        events = list(client.events(task["id"], until=JOBS_READY, timeout_s=600))
+    processed = sorted(
+        datetime.fromisoformat(e["time"])
+        for e in events
+        if e["type"] == "io.labelloop.frame.processed.v1"
+    )
+    span_s = (processed[-1] - processed[0]).total_seconds()
+    return {
+        "frames": count,
+        "frame_bytes_mean": round(sum(map(len, blobs)) / count),
+        "frames_per_s": round((len(processed) - 1) / span_s, 1),
+        "upload_to_jobs_ready_s": round(time.monotonic() - upload_started, 1),
+        "decode_only_frames_per_s": round(decode_only, 1),
+    }
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     "storage_to_kafka": bench_storage_to_kafka,
     "outbox": bench_outbox,
+    "jobs_ready": bench_jobs_ready,
+    "ingest": bench_ingest,
 }
 
 

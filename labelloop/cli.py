@@ -57,7 +57,11 @@ def stack_up(triton: WithTriton = False) -> None:
 
 @stack_app.command("down")
 def stack_down(triton: Annotated[bool, typer.Option("--triton/--no-triton")] = True) -> None:
-    """Stop every server the stack started; data stays under var/."""
+    """Stop the services and every server the stack started; data stays under var/."""
+    from labelloop.serve import serve_daemon
+
+    if serve_daemon(get_settings()).stop():
+        _progress("labelloop serve: stopped")
     _stack(triton).down(_progress)
 
 
@@ -100,6 +104,73 @@ def schemas_export() -> None:
         console.log(f"wrote {path}")
 
 
+ServiceNames = Annotated[
+    list[str] | None,
+    typer.Option("--service", "-s", help="Run only these services (default: all in one process)."),
+]
+
+
+@app.command("serve")
+def serve(
+    service: ServiceNames = None,
+    detach: Annotated[bool, typer.Option(help="Run in the background; wait until ready.")] = False,
+) -> None:
+    """Run services: all in one process (API on LABELLOOP_API_PORT), or one as a pod does."""
+    from labelloop.serve import run_detached, run_foreground
+
+    settings = get_settings()
+    names = service or []
+    if detach:
+        try:
+            address = run_detached(settings, names, _progress)
+        except RuntimeError as error:
+            console.print(f"[red]serve failed:[/red] {error}")
+            raise typer.Exit(1) from error
+        console.print(f"labelloop serving at http://{address}")
+    else:
+        run_foreground(settings, names)
+
+
+task_app = typer.Typer(help="Tasks: create one from a folder of frames.", no_args_is_help=True)
+app.add_typer(task_app, name="task")
+
+
+@task_app.command("create")
+def task_create(
+    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Frames folder.")],
+    labels: Annotated[str, typer.Option(help="Comma-separated label names.")] = "object",
+    name: Annotated[str | None, typer.Option(help="Task name (default: the folder's).")] = None,
+    segment_size: Annotated[int, typer.Option(help="Frames per job; 0 = one job.")] = 0,
+    overlap: Annotated[int, typer.Option(help="Frames shared by consecutive jobs.")] = 0,
+    label_threshold: Annotated[int, typer.Option(help="Retrain every N labeled frames.")] = 10,
+    priority: Annotated[int, typer.Option(min=0, max=3, help="P0 (first) to P3.")] = 2,
+    wait: Annotated[bool, typer.Option(help="Wait for the jobs (pushed, not polled).")] = True,
+    api: Annotated[str | None, typer.Option(help="API base URL.")] = None,
+) -> None:
+    """Create a task from FOLDER's images, upload them and print its jobs when they exist."""
+    from labelloop.client import LabelloopClient
+    from labelloop.progress import create_task_with_progress, frame_files
+
+    settings = get_settings()
+    base = api or f"http://{settings.api_host}:{settings.api_port}"
+    options = {
+        "labels": [label.strip() for label in labels.split(",") if label.strip()],
+        "segment_size": segment_size,
+        "overlap": overlap,
+        "label_threshold": label_threshold,
+        "priority": priority,
+        "name": name or folder.name,
+    }
+    with LabelloopClient(base, settings.admin_token) as client:
+        if not wait:
+            task = client.request("POST", "/api/tasks", json=options)
+            client.upload(task["id"], frame_files(folder))
+            typer.echo(json.dumps(task, indent=2))
+            return
+        created = create_task_with_progress(client, folder, console, **options)
+    typer.echo(json.dumps({"task": created.task, "jobs": created.jobs}, indent=2))
+
+
 @app.command("demo")
 def demo() -> None:
     """Run the end-to-end job on the running local stack (``make run`` calls this)."""
@@ -126,4 +197,6 @@ def main() -> None:
     logging.basicConfig(
         level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for chatty in ("httpx", "aiokafka"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     app()

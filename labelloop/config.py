@@ -72,6 +72,21 @@ class Settings(BaseSettings):
     api_port: Port = 8080
     admin_token: str = LOCAL_ADMIN_TOKEN
 
+    # --- ingest ---------------------------------------------------------------------------------
+    ingest_max_frame_bytes: Annotated[int, Field(gt=0)] = 64 * 1024 * 1024
+    ingest_max_frame_pixels: Annotated[int, Field(gt=0)] = 50_000_000
+    """Frames with more pixels are refused from their header, before decoding (bombs)."""
+
+    # --- webhooks -------------------------------------------------------------------------------
+    webhook_allowlist: str = ""
+    """Comma-separated CIDRs admitted as webhook targets although private or loopback."""
+    webhook_retry_base_s: Annotated[float, Field(gt=0)] = 5.0
+    """First retry delay; each next one doubles (with jitter)."""
+    webhook_max_attempts: Annotated[int, Field(ge=1)] = 8
+    webhook_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    webhook_max_in_flight: Annotated[int, Field(ge=1)] = 64
+    """Deliveries sent at once in all; each subscription has at most one in flight."""
+
     # --- messaging behaviour --------------------------------------------------------------------
     handler_max_attempts: Annotated[int, Field(ge=1)] = 3
     """A handler that raises is retried this many times before its message goes to the DLQ."""

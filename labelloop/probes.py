@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
+from PIL import Image, ImageDraw
 
 from labelloop.config import Settings
 from labelloop.storage import ObjectStore
@@ -46,3 +48,17 @@ async def storage_round_trips(
     finally:
         await consumer.stop()
     return results
+
+
+def write_frames(folder: Path, count: int, size: tuple[int, int] = (96, 72)) -> list[Path]:
+    """``count`` small distinct JPEG frames (a bright box on a dark background)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        image = Image.new("RGB", size, (index % 50, 20, 30))
+        x = index * 7 % (size[0] - 24)
+        ImageDraw.Draw(image).rectangle([x, 10, x + 20, 40], fill=(240, 140, 20))
+        path = folder / f"frame_{index:05d}.jpg"
+        image.save(path, "JPEG", quality=85)
+        paths.append(path)
+    return paths

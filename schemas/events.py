@@ -6,7 +6,7 @@ it knows for a topic, so an unknown type or version is refused and goes to the D
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +21,26 @@ class EventData(BaseModel):
     """Base of every event payload: immutable, and strict about unknown fields."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- tasks.events -------------------------------------------------------------------------------
+
+
+class TaskCreatedData(EventData):
+    task_id: TaskId
+    name: str
+    labels: list[str]
+    segment_size: int = Field(ge=0)
+    overlap: int = Field(ge=0)
+    label_threshold: int = Field(ge=1)
+    priority: int = Field(ge=0, le=3)
+    created_by: str
+
+
+class TaskCreated(CloudEvent[TaskCreatedData]):
+    """A task was created through the API; its frames are expected under its prefix."""
+
+    type: Literal["io.labelloop.task.created.v1"] = "io.labelloop.task.created.v1"
 
 
 # --- ingest.events ------------------------------------------------------------------------------
@@ -223,6 +243,7 @@ class TrainingFailed(CloudEvent[TrainingFailedData]):
 
 
 EVENTS_BY_TOPIC: dict[Topic, tuple[type[CloudEvent[EventData]], ...]] = {
+    Topic.TASKS_EVENTS: (TaskCreated,),  # type: ignore[dict-item]
     Topic.INGEST_EVENTS: (FrameProcessed, FrameRejected, TaskDataReady),  # type: ignore[dict-item]
     Topic.JOBGEN_EVENTS: (JobCreated, TaskJobsReady),  # type: ignore[dict-item]
     Topic.LABELS_EVENTS: (LabelsSubmitted, LabelsThresholdReached, PreannotationReady),  # type: ignore[dict-item]
@@ -234,3 +255,19 @@ EVENT_TYPES: dict[str, type[CloudEvent[EventData]]] = {
     cls.model_fields["type"].default: cls for classes in EVENTS_BY_TOPIC.values() for cls in classes
 }
 """Event classes by their CloudEvents ``type``."""
+
+
+def event_union(*topics: Topic) -> Any:
+    """The type of a message on ``topics``: their event types, discriminated by ``type``.
+
+    A consumer annotates its handler with this, so an unknown type or version fails validation
+    and goes to the DLQ.
+    """
+    classes = tuple(cls for topic in topics for cls in EVENTS_BY_TOPIC[topic])
+    if len(classes) == 1:
+        return classes[0]
+    return Annotated[Union[classes], Field(discriminator="type")]  # noqa: UP007 - runtime tuple
+
+
+PROJECT_TOPICS: tuple[Topic, ...] = tuple(EVENTS_BY_TOPIC)
+"""Topics that carry labelloop's own CloudEvents (every topic but ``storage.objects``)."""

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Any
 
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
-from pydantic import Field
 
-from schemas.events import EVENTS_BY_TOPIC
+from schemas.events import EVENTS_BY_TOPIC, event_union
 from schemas.s3 import S3EventNotification
 from schemas.topics import Topic
 
@@ -22,19 +21,12 @@ GENERATED_DIR = Path(__file__).parent / "generated"
 
 _TOPIC_DESCRIPTIONS = {
     Topic.STORAGE_OBJECTS: "S3 event records published by MinIO (notify_kafka) for `tasks/`.",
+    Topic.TASKS_EVENTS: "Task lifecycle, produced by the API.",
     Topic.INGEST_EVENTS: "Frames processed or rejected by ingest; `task.data-ready` once per task.",
     Topic.JOBGEN_EVENTS: "Annotation jobs cut from a task; `task.jobs-ready` lists them all.",
     Topic.LABELS_EVENTS: "Human labels, label-threshold crossings and pre-annotations.",
     Topic.TRAINER_EVENTS: "Training runs and the model versions they publish or reject.",
 }
-
-
-def topic_payload(topic: Topic) -> Any:
-    """The message type of a topic: a union of its event types, discriminated by ``type``."""
-    classes = EVENTS_BY_TOPIC[topic]
-    if len(classes) == 1:
-        return classes[0]
-    return Annotated[Union[classes], Field(discriminator="type")]  # noqa: UP007 - runtime tuple
 
 
 def contract_broker() -> KafkaBroker:
@@ -52,7 +44,7 @@ def contract_broker() -> KafkaBroker:
             title=f"{topic.value}:Publish",
             description=_TOPIC_DESCRIPTIONS[topic]
             + " Poison messages are copied untouched to `<topic>.dlq` with the error in headers.",
-            schema=topic_payload(topic),
+            schema=event_union(topic),
         )
     return broker
 

@@ -8,6 +8,8 @@ class Topic(StrEnum):
 
     STORAGE_OBJECTS = "storage.objects"
     """Raw S3 event records, published by MinIO itself (its notify_kafka target)."""
+    TASKS_EVENTS = "tasks.events"
+    """Task lifecycle (created), so every projection can be rebuilt from Kafka alone."""
     INGEST_EVENTS = "ingest.events"
     JOBGEN_EVENTS = "jobgen.events"
     LABELS_EVENTS = "labels.events"

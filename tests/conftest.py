@@ -21,3 +21,12 @@ TEST_ENV = {
 }
 for _name, _value in TEST_ENV.items():
     os.environ.setdefault(_name, _value)
+TEST_ENV_APP = {
+    # the test receivers listen on loopback; production refuses such targets
+    "LABELLOOP_WEBHOOK_ALLOWLIST": "127.0.0.0/8",
+    "LABELLOOP_WEBHOOK_RETRY_BASE_S": "0.2",
+    "LABELLOOP_WEBHOOK_MAX_ATTEMPTS": "4",
+    "LABELLOOP_OUTBOX_POLL_S": "0.2",
+}
+for _name, _value in TEST_ENV_APP.items():
+    os.environ.setdefault(_name, _value)

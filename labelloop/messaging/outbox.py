@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
+from labelloop.faults import crash_point
 from schemas.envelope import CloudEvent
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,10 @@ class Transactions:
                 yield uow
                 if not uow.already_done:
                     session.add(ProcessedMessage(consumer=consumer, message_id=message_id))
+                    session.flush()
+                crash_point(f"{consumer}.before-commit")
                 session.commit()
+                crash_point(f"{consumer}.after-commit")
             except IntegrityError:
                 # A concurrent delivery of the same message won the race: nothing to redo.
                 session.rollback()

@@ -67,6 +67,10 @@ async def _describe_cluster(bootstrap: str) -> bool:
         await admin.close()
 
 
-def cluster_reachable(bootstrap: str) -> bool:
+async def cluster_reachable_async(bootstrap: str) -> bool:
     """True when the broker answers a metadata request (not merely an open port)."""
+    return await _describe_cluster(bootstrap)
+
+
+def cluster_reachable(bootstrap: str) -> bool:
     return asyncio.run(_describe_cluster(bootstrap))

@@ -100,8 +100,10 @@ class MinioComponent(Component):
         result = subprocess.run(
             [str(self.binary), "--version"], capture_output=True, text=True, check=False
         )
-        first = result.stdout.splitlines()[0] if result.stdout else ""
-        return first.removeprefix("minio version ").strip() or self.settings.minio_module_version
+        if result.returncode != 0:
+            return None
+        # `go install` builds report DEVELOPMENT.GOGET; the pinned module version says more.
+        return f"{MINIO_MODULE}@{self.settings.minio_module_version}"
 
     def after_start(self, progress: Progress) -> None:
         store = ObjectStore.from_settings(self.settings)

@@ -17,8 +17,9 @@ from schemas.events import (
     FrameRejectedData,
     TaskDataReady,
     TaskDataReadyData,
+    event_union,
 )
-from schemas.generate import rendered, topic_payload
+from schemas.generate import rendered
 from schemas.s3 import S3EventNotification
 from schemas.topics import Topic, dlq_topic
 
@@ -72,7 +73,7 @@ def test_events_are_frozen_and_strict() -> None:
 
 
 def test_topic_union_refuses_unknown_types_and_versions() -> None:
-    adapter: TypeAdapter[object] = TypeAdapter(topic_payload(Topic.INGEST_EVENTS))
+    adapter: TypeAdapter[object] = TypeAdapter(event_union(Topic.INGEST_EVENTS))
     processed = {
         "id": "1",
         "source": "/labelloop/ingest",
@@ -95,7 +96,7 @@ def test_topic_union_refuses_unknown_types_and_versions() -> None:
 
 def test_every_event_type_is_registered_once() -> None:
     all_classes = [cls for classes in EVENTS_BY_TOPIC.values() for cls in classes]
-    assert len(EVENT_TYPES) == len(all_classes) == 12
+    assert len(EVENT_TYPES) == len(all_classes) == 13
     assert all(name.startswith("io.labelloop.") and name.endswith(".v1") for name in EVENT_TYPES)
 
 

@@ -1,0 +1,76 @@
+"""Assembles the FastAPI app of a process: health, metrics and the services' routers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from labelloop import __version__
+from labelloop.messaging.topics import cluster_reachable_async
+from labelloop.runtime import Runtime, Service, prepare_database
+
+log = logging.getLogger(__name__)
+
+
+def create_api(runtime: Runtime, services: list[Service]) -> FastAPI:
+    """The app for ``services``; its lifespan runs the broker and the background loops."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        prepare_database(runtime)
+        await runtime.broker.start()
+        loops = [asyncio.create_task(loop()) for loop in runtime.background]
+        log.info("serving %s", ", ".join(s.NAME for s in services))
+        try:
+            yield
+        finally:
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await runtime.broker.stop()
+
+    app = FastAPI(
+        title="labelloop",
+        version=__version__,
+        description="Event-driven image annotation with a model in the loop.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers.")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness: broker and database reachable.")
+    async def readyz(response: Response) -> dict[str, bool]:
+        checks = {
+            "kafka": await cluster_reachable_async(runtime.settings.kafka_bootstrap_servers),
+            "database": await asyncio.to_thread(_database_reachable, runtime),
+        }
+        if not all(checks.values()):
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return checks
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for service in services:
+        app.include_router(service.router)
+    return app
+
+
+def _database_reachable(runtime: Runtime) -> bool:
+    from sqlalchemy import text
+
+    try:
+        with runtime.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False

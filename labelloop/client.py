@@ -1,0 +1,143 @@
+"""A Python client for labelloop's API: create a task from files and get its jobs back,
+pushed over the task's event stream (SSE) instead of polled."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+JOBS_READY = "io.labelloop.task.jobs-ready.v1"
+FRAME_EVENTS = ("io.labelloop.frame.processed.v1", "io.labelloop.frame.rejected.v1")
+
+Progress = Callable[[str, dict[str, Any]], None]
+"""Called with ("uploaded", {...}) per file and (event type, event) per event of the task."""
+
+
+class LabelloopError(RuntimeError):
+    """The API refused a request; the message carries its reason."""
+
+
+@dataclass(frozen=True)
+class CreatedTask:
+    task: dict[str, Any]
+    jobs: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+
+class LabelloopClient:
+    def __init__(self, base_url: str, token: str, *, timeout_s: float = 30.0) -> None:
+        self.http = httpx.Client(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout_s,
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> LabelloopClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _json(self, response: httpx.Response) -> Any:
+        if response.is_error:
+            raise LabelloopError(
+                f"{response.request.method} {response.request.url.path}: "
+                f"{response.status_code} {response.text}"
+            )
+        return response.json() if response.content else None
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._json(self.http.request(method, path, **kwargs))
+
+    def create_task(
+        self,
+        name: str,
+        labels: list[str],
+        files: list[Path],
+        *,
+        segment_size: int = 0,
+        overlap: int = 0,
+        label_threshold: int = 10,
+        priority: int = 2,
+        timeout_s: float = 300.0,
+        progress: Progress | None = None,
+    ) -> CreatedTask:
+        """Create a task, upload ``files`` and its manifest, return once its jobs exist."""
+        task = self.request(
+            "POST",
+            "/api/tasks",
+            json={
+                "name": name,
+                "labels": labels,
+                "segment_size": segment_size,
+                "overlap": overlap,
+                "label_threshold": label_threshold,
+                "priority": priority,
+            },
+        )
+        self.upload(task["id"], files, progress=progress)
+        events = list(
+            self.events(task["id"], until=JOBS_READY, timeout_s=timeout_s, progress=progress)
+        )
+        jobs = self.request("GET", f"/api/tasks/{task['id']}/jobs")
+        return CreatedTask(task, jobs, events)
+
+    def upload(self, task_id: str, files: list[Path], *, progress: Progress | None = None) -> None:
+        """PUT every file to its presigned URL, then the manifest naming them."""
+        names = [path.name for path in files]
+        urls = self.request("POST", f"/api/tasks/{task_id}/uploads", json={"files": names})
+        with httpx.Client(timeout=120, trust_env=False) as store:
+            for path in files:
+                store.put(urls["frames"][path.name], content=path.read_bytes()).raise_for_status()
+                if progress:
+                    progress("uploaded", {"name": path.name})
+            manifest = json.dumps({"files": names}).encode()
+            store.put(urls["manifest"], content=manifest).raise_for_status()
+
+    def events(
+        self,
+        task_id: str,
+        *,
+        until: str | None = None,
+        timeout_s: float = 300.0,
+        progress: Progress | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The task's events as they happen (past ones first), until an event of type ``until``."""
+        deadline = time.monotonic() + timeout_s
+        params = {"until": until} if until else {}
+        with self.http.stream(
+            "GET",
+            f"/api/tasks/{task_id}/events",
+            params=params,
+            headers={"Accept": "text/event-stream"},
+            timeout=httpx.Timeout(timeout_s, read=20),
+        ) as response:
+            if response.is_error:
+                response.read()
+                self._json(response)
+            data: list[str] = []
+            for line in response.iter_lines():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no {until} for task {task_id} within {timeout_s:.0f}s")
+                if line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif not line and data:
+                    event = json.loads("\n".join(data))
+                    data = []
+                    if progress:
+                        progress(event["type"], event)
+                    yield event
+                    if until is not None and event["type"] == until:
+                        return
+        if until is not None:
+            raise LabelloopError(f"the event stream of task {task_id} ended before {until}")

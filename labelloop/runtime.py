@@ -1,0 +1,86 @@
+"""What a running labelloop process holds: settings, database, broker, outbox relay, store.
+
+``labelloop serve`` builds one :class:`Runtime` and lets each selected service register its
+subscribers, router and background loops on it: all services in one process locally, one
+service per process (pod) in a cluster, with the same handlers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Protocol
+
+from fastapi import APIRouter
+from faststream.kafka import KafkaBroker
+from sqlalchemy.engine import Engine
+
+from labelloop.config import Settings
+from labelloop.db import create_tables, get_engine
+from labelloop.messaging.broker import create_broker, kafka_publisher
+from labelloop.messaging.outbox import OutboxRelay, Transactions
+from labelloop.storage import ObjectStore
+
+BackgroundLoop = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    broker: KafkaBroker
+    relay: OutboxRelay
+    transactions: Transactions
+    background: list[BackgroundLoop] = field(default_factory=list)
+    replaying: bool = False
+    """True while rebuilding projections from Kafka: side effects (webhooks, training) are off."""
+
+    @cached_property
+    def store(self) -> ObjectStore:
+        return ObjectStore.from_settings(self.settings)
+
+
+def create_runtime(settings: Settings, *, client_id: str) -> Runtime:
+    engine = get_engine(settings.database_url)
+    broker = create_broker(settings, client_id=client_id)
+    relay = OutboxRelay(engine, kafka_publisher(broker), poll_s=settings.outbox_poll_s)
+    transactions = Transactions(engine, settings.topic, on_commit=relay.wake)
+    runtime = Runtime(settings, engine, broker, relay, transactions)
+    runtime.background.append(relay.run)
+    return runtime
+
+
+class Service(Protocol):
+    """What a service module (``<package>.app``) exposes."""
+
+    NAME: str
+    CONSUMER_GROUP: str
+    router: APIRouter
+
+    def register(self, runtime: Runtime) -> None: ...
+
+
+SERVICE_MODULES = {
+    "api": "labelloop.api.service",
+    "ingest": "ingest.app",
+    "jobgen": "jobgen.app",
+    "webhooks": "webhooks.app",
+}
+"""Service name → module; imported lazily so a pod loads only its own service's dependencies."""
+
+
+def load_service(name: str) -> Service:
+    try:
+        module_name = SERVICE_MODULES[name]
+    except KeyError:
+        known = ", ".join(SERVICE_MODULES)
+        raise ValueError(f"unknown service {name!r} (known: {known})") from None
+    module: Service = importlib.import_module(module_name)
+    return module
+
+
+def prepare_database(runtime: Runtime) -> None:
+    """Create the tables of the loaded models (Alembic migrations own this in a cluster)."""
+    create_tables(runtime.engine)

@@ -1,0 +1,67 @@
+"""Running services: in the foreground (a pod, or a developer) or as a local daemon."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from labelloop.api.app import create_api
+from labelloop.config import Settings
+from labelloop.runtime import SERVICE_MODULES, create_runtime, load_service
+from labelloop.stack.base import Progress
+from labelloop.stack.process import Daemon
+
+SERVE_DAEMON = "labelloop-serve"
+
+
+def build_app(settings: Settings, names: list[str]) -> FastAPI:
+    """The app of the named services (every service when ``names`` is empty)."""
+    selected = names or list(SERVICE_MODULES)
+    services = [load_service(name) for name in selected]
+    runtime = create_runtime(settings, client_id="labelloop-" + "+".join(selected))
+    for service in services:
+        service.register(runtime)
+    return create_api(runtime, services)
+
+
+def run_foreground(settings: Settings, names: list[str]) -> None:
+    app = build_app(settings, names)
+    uvicorn.run(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+def serve_daemon(settings: Settings) -> Daemon:
+    return Daemon(SERVE_DAEMON, settings.run_dir, settings.log_dir)
+
+
+def run_detached(settings: Settings, names: list[str], progress: Progress) -> str:
+    """Start ``labelloop serve`` in the background (idempotent) and wait for ``/readyz``."""
+    address = f"{settings.api_host}:{settings.api_port}"
+    daemon = serve_daemon(settings)
+    if daemon.pid() is None:
+        argv = [sys.executable, "-m", "labelloop", "serve"]
+        for name in names:
+            argv += ["--service", name]
+        daemon.start(argv, env=dict(os.environ))
+        progress(f"services starting at {address} (log: {daemon.logfile})")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if daemon.pid() is None:
+            raise RuntimeError(f"labelloop serve exited:\n{daemon.log_tail()}")
+        try:
+            if httpx.get(f"http://{address}/readyz", timeout=2).status_code == 200:
+                return address
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"labelloop serve not ready after 60s:\n{daemon.log_tail()}")

@@ -1,0 +1,1 @@
+"""ingest: validates every uploaded frame and announces when a task's declared data is in."""

@@ -1,0 +1,101 @@
+"""ingest as a deployable unit: its Kafka subscriber and its HTTP routes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, Field
+from sqlmodel import select
+
+from ingest.handlers import IngestDeps, handle_storage_event
+from ingest.models import Frame, FramePublic, TaskIngest
+from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from labelloop.api.tasks import require_task
+from labelloop.messaging.broker import consumer_options
+from labelloop.runtime import Runtime
+from schemas.s3 import S3EventNotification
+from schemas.topics import Topic
+
+NAME = "ingest"
+CONSUMER_GROUP = "labelloop-ingest"
+TOPICS = (Topic.STORAGE_OBJECTS,)
+
+__all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
+
+router = APIRouter(prefix="/api", tags=["ingest"])
+
+
+def register(runtime: Runtime) -> None:
+    deps = IngestDeps(
+        store=runtime.store,
+        transactions=runtime.transactions,
+        max_frame_bytes=runtime.settings.ingest_max_frame_bytes,
+        max_frame_pixels=runtime.settings.ingest_max_frame_pixels,
+    )
+
+    @runtime.broker.subscriber(
+        runtime.settings.topic(Topic.STORAGE_OBJECTS),
+        **consumer_options(CONSUMER_GROUP),
+        title="ingest",
+    )
+    async def on_storage_object(notification: S3EventNotification) -> None:
+        await handle_storage_event(notification, deps)
+
+
+class UploadRequest(BaseModel):
+    files: list[str] = Field(min_length=1, max_length=10_000, description="Frame file names.")
+
+
+class UploadUrls(BaseModel):
+    frames: dict[str, str] = Field(description="Frame name → presigned PUT URL.")
+    manifest: str = Field(description="Presigned PUT URL of `manifest.json`.")
+    expires_in_s: int
+
+
+class IngestStatus(BaseModel):
+    declared: int | None = Field(description="Entries in the manifest; null before it arrives.")
+    manifest_error: str | None
+    processed: int
+    rejected: int
+    data_ready: bool
+    frames: list[FramePublic]
+
+
+@router.post("/tasks/{task_id}/uploads")
+def presign_uploads(
+    task_id: str, body: UploadRequest, runtime: RuntimeDep, session: SessionDep, _: PrincipalDep
+) -> UploadUrls:
+    """Presigned PUT URLs for a task's frames and manifest (upload straight to the store)."""
+    require_task(session, task_id)
+    expires = timedelta(hours=1)
+    client, bucket = runtime.store.client, runtime.store.bucket
+    for name in body.files:
+        if "/" in name or name in {"", ".", ".."}:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"`{name}` is not a file name"
+            )
+    return UploadUrls(
+        frames={
+            name: client.presigned_put_object(bucket, f"tasks/{task_id}/data/{name}", expires)
+            for name in body.files
+        },
+        manifest=client.presigned_put_object(bucket, f"tasks/{task_id}/manifest.json", expires),
+        expires_in_s=int(expires.total_seconds()),
+    )
+
+
+@router.get("/tasks/{task_id}/frames")
+def task_frames(task_id: str, session: SessionDep, _: PrincipalDep) -> IngestStatus:
+    """Each received frame's outcome (processed, or rejected with a reason)."""
+    require_task(session, task_id)
+    frames = list(session.exec(select(Frame).where(Frame.task_id == task_id)))
+    ingest = session.get(TaskIngest, task_id)
+    return IngestStatus(
+        declared=len(ingest.manifest) if ingest and ingest.manifest is not None else None,
+        manifest_error=ingest.manifest_error if ingest else None,
+        processed=sum(frame.status == "processed" for frame in frames),
+        rejected=sum(frame.status == "rejected" for frame in frames),
+        data_ready=bool(ingest and ingest.data_ready_at),
+        frames=[FramePublic.model_validate(frame, from_attributes=True) for frame in frames],
+    )

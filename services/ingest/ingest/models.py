@@ -1,0 +1,52 @@
+"""ingest's tables: every frame's outcome and each task's declared manifest."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FrameBase(SQLModel):
+    task_id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(primary_key=True, max_length=255)
+    object_key: str = Field(max_length=1024)
+    status: str = Field(max_length=16, description="processed or rejected")
+    sha256: str | None = Field(default=None, max_length=64)
+    width: int | None = None
+    height: int | None = None
+    size_bytes: int | None = None
+    format: str | None = Field(default=None, max_length=16)
+    code: str | None = Field(default=None, max_length=32, description="why it was rejected")
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class Frame(FrameBase, table=True):
+    __tablename__ = "frames"
+
+    processed_at: datetime = Field(default_factory=_now)
+
+
+class FramePublic(FrameBase):
+    processed_at: datetime
+
+
+class TaskIngest(SQLModel, table=True):
+    """Per task: the manifest, and whether ``task.data-ready`` went out.
+
+    Every frame's transaction updates this row first, which serialises a task's completion
+    check across consumers (a row lock on PostgreSQL, the write lock on SQLite).
+    """
+
+    __tablename__ = "task_ingest"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    manifest: list[dict[str, str | None]] | None = Field(default=None, sa_column=Column(JSON))
+    manifest_error: str | None = Field(default=None, max_length=1000)
+    frames_seen: int = 0
+    data_ready_at: datetime | None = None

@@ -1,0 +1,1 @@
+"""webhooks: delivers labelloop's events to subscribers, signed per Standard Webhooks."""

@@ -1,0 +1,191 @@
+"""webhooks as a deployable unit: the fan-out subscriber, the dispatcher, the subscription API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, HTTPException, status
+from sqlmodel import Session, select
+
+from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from labelloop.messaging.broker import consumer_options
+from labelloop.runtime import Runtime
+from schemas.events import PROJECT_TOPICS, event_union
+from webhooks.domain import (
+    UnsafeTarget,
+    check_address,
+    check_url_shape,
+    new_secret,
+    parse_allowlist,
+)
+from webhooks.handlers import Dispatcher, delivery_id, fan_out, resolve_host
+from webhooks.models import (
+    Attempt,
+    AttemptPublic,
+    Delivery,
+    DeliveryPublic,
+    Subscription,
+    SubscriptionCreate,
+    SubscriptionCreated,
+    SubscriptionPublic,
+)
+
+NAME = "webhooks"
+CONSUMER_GROUP = "labelloop-webhooks"
+TOPICS = PROJECT_TOPICS
+PING_TYPE = "io.labelloop.webhook.ping.v1"
+
+__all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
+
+router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
+AnyEvent = event_union(*PROJECT_TOPICS)
+
+
+def register(runtime: Runtime) -> None:
+    dispatcher = Dispatcher(runtime.engine, runtime.settings)
+    max_attempts = runtime.settings.webhook_max_attempts
+    topics = [runtime.settings.topic(topic) for topic in TOPICS]
+
+    @runtime.broker.subscriber(*topics, **consumer_options(CONSUMER_GROUP), title="webhooks")
+    async def on_event(event: AnyEvent) -> None:  # type: ignore[valid-type]
+        if runtime.replaying:
+            return
+        if await asyncio.to_thread(fan_out, event, runtime.transactions, max_attempts):
+            dispatcher.wake()
+
+    if not runtime.replaying:
+        runtime.background.append(dispatcher.run)
+
+
+def _check_target(url: str, allowlist_text: str) -> None:
+    host, port = check_url_shape(url)
+    try:
+        addresses = resolve_host(host, port)
+    except OSError as error:
+        raise UnsafeTarget(f"{host} does not resolve: {error}") from error
+    allowlist = parse_allowlist(allowlist_text)
+    for address in addresses:
+        check_address(address, allowlist)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_subscription(
+    body: SubscriptionCreate, runtime: RuntimeDep, session: SessionDep, principal: PrincipalDep
+) -> SubscriptionCreated:
+    """Subscribe a URL to event types; the reply shows the signing secret, this once."""
+    try:
+        _check_target(body.url, runtime.settings.webhook_allowlist)
+    except UnsafeTarget as unsafe:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(unsafe)) from unsafe
+    subscription = Subscription(
+        id="sub_" + uuid.uuid4().hex,
+        url=body.url,
+        events=body.events,
+        task_id=body.task_id,
+        secret=body.secret or new_secret(),
+        created_by=principal.name,
+    )
+    session.add(subscription)
+    session.commit()
+    return SubscriptionCreated.model_validate(subscription, from_attributes=True)
+
+
+@router.get("")
+def list_subscriptions(session: SessionDep, _: PrincipalDep) -> list[SubscriptionPublic]:
+    rows = session.exec(select(Subscription).where(Subscription.active == True)).all()  # noqa: E712
+    return [SubscriptionPublic.model_validate(row, from_attributes=True) for row in rows]
+
+
+def _require(session: Session, subscription_id: str) -> Subscription:
+    subscription = session.get(Subscription, subscription_id)
+    if subscription is None or not subscription.active:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no webhook {subscription_id}")
+    return subscription
+
+
+@router.delete("/{subscription_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_subscription(subscription_id: str, session: SessionDep, _: PrincipalDep) -> None:
+    """Stop deliveries; the delivery log is kept."""
+    subscription = _require(session, subscription_id)
+    subscription.active = False
+    session.add(subscription)
+    session.commit()
+
+
+@router.post("/{subscription_id}/ping", status_code=status.HTTP_202_ACCEPTED)
+def ping(subscription_id: str, session: SessionDep, _: PrincipalDep) -> DeliveryPublic:
+    """Queue a signed test event to the subscription's URL."""
+    subscription = _require(session, subscription_id)
+    event_id = str(uuid.uuid4())
+    document = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "/labelloop/webhooks",
+        "type": PING_TYPE,
+        "time": datetime.now(UTC).isoformat(),
+        "subject": subscription.id,
+        "datacontenttype": "application/json",
+        "data": {"subscription_id": subscription.id},
+    }
+    delivery = Delivery(
+        id=delivery_id(subscription.id, event_id),
+        subscription_id=subscription.id,
+        event_id=event_id,
+        event_type=PING_TYPE,
+        payload=json.dumps(document).encode(),
+        allowed_attempts=1,
+    )
+    session.add(delivery)
+    session.commit()
+    return _public(session, delivery)
+
+
+def _public(session: Session, delivery: Delivery) -> DeliveryPublic:
+    attempts = session.exec(
+        select(Attempt).where(Attempt.delivery_id == delivery.id).order_by(Attempt.attempt)  # type: ignore[arg-type]
+    ).all()
+    public = DeliveryPublic.model_validate(delivery, from_attributes=True)
+    public.attempt_log = [AttemptPublic.model_validate(a, from_attributes=True) for a in attempts]
+    return public
+
+
+@router.get("/{subscription_id}/deliveries")
+def list_deliveries(
+    subscription_id: str, session: SessionDep, _: PrincipalDep
+) -> list[DeliveryPublic]:
+    """Every delivery with its attempts: status code, latency, error."""
+    subscription = session.get(Subscription, subscription_id)
+    if subscription is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no webhook {subscription_id}")
+    rows = session.exec(
+        select(Delivery)
+        .where(Delivery.subscription_id == subscription_id)
+        .order_by(Delivery.created_at)  # type: ignore[arg-type]
+    ).all()
+    return [_public(session, row) for row in rows]
+
+
+@router.post("/{subscription_id}/deliveries/{delivery_id}/redeliver", status_code=202)
+def redeliver(
+    subscription_id: str,
+    delivery_id: str,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    _: PrincipalDep,
+) -> DeliveryPublic:
+    """Send a delivery again (same `webhook-id`), with a fresh budget of attempts."""
+    _require(session, subscription_id)
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None or delivery.subscription_id != subscription_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no delivery {delivery_id}")
+    if delivery.status == "pending":
+        raise HTTPException(status.HTTP_409_CONFLICT, "the delivery is still being attempted")
+    delivery.status = "pending"
+    delivery.next_attempt_at = datetime.now(UTC)
+    delivery.allowed_attempts = delivery.attempts + runtime.settings.webhook_max_attempts
+    session.add(delivery)
+    session.commit()
+    return _public(session, delivery)
