@@ -56,8 +56,15 @@ class LabelloopClient:
             )
         return response.json() if response.content else None
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._json(self.http.request(method, path, **kwargs))
+    def request(self, method: str, path: str, *, retries: int = 10, **kwargs: Any) -> Any:
+        """One API call; a 409 with ``Retry-After`` (state still converging) is retried."""
+        for _ in range(retries):
+            response = self.http.request(method, path, **kwargs)
+            retry_after = response.headers.get("retry-after")
+            if response.status_code != 409 or retry_after is None:
+                break
+            time.sleep(min(float(retry_after), 5.0))
+        return self._json(response)
 
     def create_task(
         self,

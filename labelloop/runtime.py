@@ -67,6 +67,7 @@ SERVICE_MODULES = {
     "ingest": "ingest.app",
     "jobgen": "jobgen.app",
     "webhooks": "webhooks.app",
+    "labeler-assist": "labeler_assist.app",
 }
 """Service name → module; imported lazily so a pod loads only its own service's dependencies."""
 

@@ -129,10 +129,25 @@ class TaskJobsReady(CloudEvent[TaskJobsReadyData]):
 # --- labels.events ------------------------------------------------------------------------------
 
 
+class LabeledBox(EventData):
+    """A box in pixels; ``x``/``y`` is the top-left corner."""
+
+    label: str
+    x: float = Field(ge=0)
+    y: float = Field(ge=0)
+    w: float = Field(gt=0)
+    h: float = Field(gt=0)
+
+
+class FrameLabels(EventData):
+    frame: FrameName
+    boxes: list[LabeledBox] = Field(description="Empty: the frame was checked and has no object.")
+
+
 class LabelsSubmittedData(EventData):
     task_id: TaskId
     job_id: str
-    frames: list[FrameName]
+    annotations: list[FrameLabels]
     submitted_by: str
     labeled_frames: int = Field(ge=0, description="Frames of the task labeled so far.")
 

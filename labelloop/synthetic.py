@@ -1,0 +1,50 @@
+"""Synthetic detection frames: bright boxes on dark noise, with their ground-truth boxes.
+
+The demo's model-in-the-loop run, the tests and the benchmarks make their frames here; nothing
+is downloaded. A detector learns these in a few minutes on CPU (see ``../shared/RECIPES.md``).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+DEFAULT_SIZE = (192, 144)
+LABEL = "box"
+
+
+@dataclass(frozen=True)
+class Box:
+    """Pixels, ``x``/``y`` the top-left corner (the API's annotation shape)."""
+
+    label: str
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+def synthetic_frame(
+    seed: int, size: tuple[int, int] = DEFAULT_SIZE, max_boxes: int = 3
+) -> tuple[Image.Image, list[Box]]:
+    """One frame and its boxes; the same seed always gives the same frame."""
+    rng = random.Random(seed)
+    width, height = size
+    noise = bytes(rng.randrange(0, 48) for _ in range(width * height))
+    image = Image.merge("RGB", [Image.frombytes("L", size, noise)] * 3)
+    draw = ImageDraw.Draw(image)
+    boxes: list[Box] = []
+    for _ in range(rng.randint(1, max_boxes)):
+        w = rng.randint(width // 8, width // 3)
+        h = rng.randint(height // 8, height // 3)
+        for _attempt in range(20):  # keep boxes apart so ground truth is unambiguous
+            x, y = rng.randint(0, width - w - 1), rng.randint(0, height - h - 1)
+            if all(x + w < b.x or b.x + b.w < x or y + h < b.y or b.y + b.h < y for b in boxes):
+                break
+        else:
+            continue
+        draw.rectangle([x, y, x + w - 1, y + h - 1], fill=(240, 130 + rng.randint(0, 40), 20))
+        boxes.append(Box(LABEL, float(x), float(y), float(w), float(h)))
+    return image, boxes

@@ -1,0 +1,90 @@
+"""labeler-assist as a deployable unit: its subscribers and the annotation routes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, Field
+from sqlmodel import col, select
+
+from labeler_assist.domain import InvalidAnnotation
+from labeler_assist.handlers import (
+    NotFound,
+    NotYetKnown,
+    remember_frame,
+    remember_job,
+    submit_labels,
+)
+from labeler_assist.models import Annotation, AssistJob
+from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from labelloop.messaging.broker import consumer_options
+from labelloop.runtime import Runtime
+from schemas.events import FrameLabels, FrameProcessed, JobCreated, event_union
+from schemas.topics import Topic
+
+NAME = "labeler-assist"
+CONSUMER_GROUP = "labelloop-labeler-assist"
+TOPICS = (Topic.INGEST_EVENTS, Topic.JOBGEN_EVENTS)
+
+__all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
+
+router = APIRouter(prefix="/api", tags=["annotations"])
+UpstreamEvent = event_union(*TOPICS)
+
+
+def register(runtime: Runtime) -> None:
+    topics = [runtime.settings.topic(topic) for topic in TOPICS]
+
+    @runtime.broker.subscriber(*topics, **consumer_options(CONSUMER_GROUP), title="labeler-assist")
+    async def on_upstream(event: UpstreamEvent) -> None:  # type: ignore[valid-type]
+        if isinstance(event, FrameProcessed):
+            await asyncio.to_thread(remember_frame, event, runtime.transactions)
+        elif isinstance(event, JobCreated):
+            await asyncio.to_thread(remember_job, event, runtime.transactions)
+
+
+class JobAnnotations(BaseModel):
+    """`{"frames": [{"frame": name, "boxes": [{"label", "x", "y", "w", "h"}]}]}` (pixels)."""
+
+    frames: list[FrameLabels] = Field(max_length=10_000)
+
+
+@router.put("/jobs/{job_id}/annotations")
+def put_annotations(
+    job_id: str, body: JobAnnotations, runtime: RuntimeDep, principal: PrincipalDep
+) -> JobAnnotations:
+    """Save labels for frames of a job (each frame's boxes replace its previous ones)."""
+    try:
+        with runtime.transactions.session() as outbox:
+            submit_labels(outbox, job_id, body.frames, principal.name)
+    except NotFound as missing:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(missing)) from missing
+    except NotYetKnown as early:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"{early}; retry shortly", headers={"Retry-After": "1"}
+        ) from early
+    except InvalidAnnotation as invalid:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(invalid)) from invalid
+    return body
+
+
+@router.get("/jobs/{job_id}/annotations")
+def get_annotations(job_id: str, session: SessionDep, _: PrincipalDep) -> JobAnnotations:
+    """The job's labeled frames, in the job's frame order."""
+    job = session.get(AssistJob, job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
+    rows = session.exec(
+        select(Annotation).where(
+            Annotation.task_id == job.task_id, col(Annotation.frame).in_(job.frames)
+        )
+    ).all()
+    by_frame = {row.frame: row for row in rows}
+    return JobAnnotations(
+        frames=[
+            FrameLabels.model_validate({"frame": name, "boxes": by_frame[name].boxes})
+            for name in job.frames
+            if name in by_frame
+        ]
+    )

@@ -1,0 +1,160 @@
+"""labeler-assist's handlers: keep its view of jobs and frames, take labels, count crossings."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import update
+from sqlmodel import Session, col
+
+from labeler_assist.domain import (
+    FrameSize,
+    InvalidAnnotation,
+    new_crossings,
+    validate_frame_labels,
+)
+from labeler_assist.models import Annotation, AssistFrame, AssistJob, LabelCounter
+from labelloop.messaging.outbox import Outbox, Transactions
+from labelloop.tasks import Task
+from schemas.events import (
+    FrameLabels,
+    FrameProcessed,
+    JobCreated,
+    LabelsSubmitted,
+    LabelsSubmittedData,
+    LabelsThresholdReached,
+    LabelsThresholdReachedData,
+)
+from schemas.topics import Topic
+
+SOURCE = "/labelloop/labeler-assist"
+CONSUMER = "labeler-assist"
+
+
+class NotFound(LookupError):
+    """The job or task does not exist."""
+
+
+class NotYetKnown(LookupError):
+    """A frame's ``frame.processed`` has not reached labeler-assist yet: retry shortly."""
+
+
+def remember_frame(event: FrameProcessed, transactions: Transactions) -> None:
+    with transactions.unit_of_work(CONSUMER, event.id) as uow:
+        known = uow.session.get(AssistFrame, (event.data.task_id, event.data.frame))
+        if uow.already_done or known is not None:
+            return
+        uow.session.add(
+            AssistFrame(
+                task_id=event.data.task_id,
+                name=event.data.frame,
+                object_key=event.data.object_key,
+                width=event.data.width,
+                height=event.data.height,
+            )
+        )
+
+
+def remember_job(event: JobCreated, transactions: Transactions) -> None:
+    with transactions.unit_of_work(CONSUMER, event.id) as uow:
+        if uow.already_done or uow.session.get(AssistJob, event.data.job_id) is not None:
+            return
+        uow.session.add(
+            AssistJob(id=event.data.job_id, task_id=event.data.task_id, frames=event.data.frames)
+        )
+
+
+def _lock_counter(session: Session, task_id: str) -> LabelCounter:
+    """Take the task's counter row for this transaction, so concurrent submissions serialise."""
+    bumped = session.execute(
+        update(LabelCounter)
+        .where(col(LabelCounter.task_id) == task_id)
+        .values(labeled_frames=LabelCounter.labeled_frames)
+    )
+    if bumped.rowcount == 0:  # type: ignore[attr-defined]
+        session.add(LabelCounter(task_id=task_id))
+        session.flush()
+    counter = session.get(LabelCounter, task_id, populate_existing=True)
+    assert counter is not None
+    return counter
+
+
+def submit_labels(
+    outbox: Outbox, job_id: str, annotations: list[FrameLabels], submitted_by: str
+) -> LabelsSubmitted:
+    """Store a job's labels; announce them, and each label-threshold crossing exactly once.
+
+    Raises :class:`NotFound` for an unknown job and ``InvalidAnnotation`` for a bad box or a
+    frame outside the job; nothing is stored then.
+    """
+    session = outbox.session
+    job = session.get(AssistJob, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    task = session.get(Task, job.task_id)
+    if task is None:
+        raise NotFound(f"no task {job.task_id}")
+    names = [item.frame for item in annotations]
+    if len(set(names)) != len(names):
+        raise InvalidAnnotation("a frame appears more than once")
+    for item in annotations:
+        if item.frame not in job.frames:
+            raise InvalidAnnotation(f"{item.frame} is not a frame of job {job_id}")
+        frame = session.get(AssistFrame, (task.id, item.frame))
+        if frame is None:
+            raise NotYetKnown(f"frame {item.frame} is not known to labeler-assist yet")
+        validate_frame_labels(item, FrameSize(frame.width, frame.height), set(task.labels))
+
+    counter = _lock_counter(session, task.id)
+    newly_labeled = 0
+    for item in annotations:
+        boxes = [box.model_dump() for box in item.boxes]
+        existing = session.get(Annotation, (task.id, item.frame))
+        if existing is None:
+            newly_labeled += 1
+            session.add(
+                Annotation(
+                    task_id=task.id,
+                    frame=item.frame,
+                    job_id=job_id,
+                    boxes=boxes,
+                    submitted_by=submitted_by,
+                )
+            )
+        else:
+            existing.boxes, existing.job_id, existing.submitted_by = boxes, job_id, submitted_by
+            session.add(existing)
+    counter.labeled_frames += newly_labeled
+    submitted = LabelsSubmitted.create(
+        LabelsSubmittedData(
+            task_id=task.id,
+            job_id=job_id,
+            annotations=annotations,
+            submitted_by=submitted_by,
+            labeled_frames=counter.labeled_frames,
+        ),
+        source=SOURCE,
+        key=(uuid.uuid4().hex,),
+        taskid=task.id,
+        subject=job_id,
+    )
+    outbox.emit(submitted, Topic.LABELS_EVENTS)
+    for crossing in new_crossings(counter.labeled_frames, task.label_threshold, counter.crossings):
+        outbox.emit(
+            LabelsThresholdReached.create(
+                LabelsThresholdReachedData(
+                    task_id=task.id,
+                    labeled_frames=counter.labeled_frames,
+                    crossing=crossing,
+                    priority=task.priority,
+                ),
+                source=SOURCE,
+                key=(task.id, crossing),
+                taskid=task.id,
+                cause=submitted,
+            ),
+            Topic.LABELS_EVENTS,
+        )
+        counter.crossings = crossing
+    session.add(counter)
+    return submitted

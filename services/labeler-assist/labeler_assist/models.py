@@ -1,0 +1,59 @@
+"""labeler-assist's tables: its view of jobs and frames (from events), labels, counters,
+served models and pre-annotations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AssistJob(SQLModel, table=True):
+    """A job as ``job.created`` announced it."""
+
+    __tablename__ = "assist_jobs"
+
+    id: str = Field(primary_key=True, max_length=80)
+    task_id: str = Field(index=True, max_length=64)
+    frames: list[str] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class AssistFrame(SQLModel, table=True):
+    """A processed frame as ``frame.processed`` announced it (size for box validation)."""
+
+    __tablename__ = "assist_frames"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(primary_key=True, max_length=255)
+    object_key: str = Field(max_length=1024)
+    width: int
+    height: int
+
+
+class Annotation(SQLModel, table=True):
+    """The current human labels of one frame (the last submission wins)."""
+
+    __tablename__ = "annotations"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    frame: str = Field(primary_key=True, max_length=255)
+    job_id: str = Field(max_length=80)
+    boxes: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    submitted_by: str = Field(max_length=128)
+    updated_at: datetime = Field(default_factory=_now)
+
+
+class LabelCounter(SQLModel, table=True):
+    """Frames labeled per task and threshold crossings announced so far."""
+
+    __tablename__ = "label_counters"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    labeled_frames: int = 0
+    crossings: int = 0
