@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,serving
+EXTRAS ?= dev,serving,trainer
+# Wheels kept outside the repo (torch is ~3 GB): pip takes them from here before the index.
+WHEELS ?= $(HOME)/.cache/labelloop/wheels
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
 
@@ -13,13 +15,16 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	@mkdir -p $(WHEELS)
+	$(BIN)/python -m pip download --quiet --dest $(WHEELS) --find-links $(WHEELS) \
+		"ultralytics>=8.3" "onnx>=1.16" "onnxruntime>=1.19" onnxslim
+	$(BIN)/python -m pip install --quiet --find-links $(WHEELS) -e ".[$(EXTRAS)]"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 ## make run: start the local stack and run the end-to-end job on bundled sample data.
 run: install
-	$(BIN)/labelloop stack up
+	$(BIN)/labelloop stack up --triton
 	LABELLOOP_WEBHOOK_ALLOWLIST=127.0.0.0/8 $(BIN)/labelloop serve --detach
 	$(BIN)/labelloop demo
 

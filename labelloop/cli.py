@@ -174,9 +174,11 @@ def task_create(
 @app.command("demo")
 def demo() -> None:
     """Run the end-to-end job on the running local stack (``make run`` calls this)."""
-    from labelloop.demo import run_demo
+    from labelloop.demo import run_demo, run_model_loop_demo
 
-    run_demo(get_settings(), Console())
+    settings = get_settings()
+    run_demo(settings, Console())
+    run_model_loop_demo(settings, Console(), settings.var_dir / "demo")
 
 
 @app.command("bench")

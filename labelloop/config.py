@@ -5,6 +5,7 @@ Services build it once through :func:`get_settings`; nothing else reads the envi
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -66,6 +67,8 @@ class Settings(BaseSettings):
     triton_grpc_port: Port = 8001
     triton_metrics_port: Port = 8002
     triton_pytriton_version: str = "0.7.0"
+    triton_enabled: bool = True
+    """Serve models through Triton; onnxruntime in process when off or unreachable."""
 
     # --- API ------------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
@@ -86,6 +89,25 @@ class Settings(BaseSettings):
     webhook_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     webhook_max_in_flight: Annotated[int, Field(ge=1)] = 64
     """Deliveries sent at once in all; each subscription has at most one in flight."""
+
+    # --- trainer --------------------------------------------------------------------------------
+    trainer_aging_s: Annotated[float, Field(gt=0)] = 600.0
+    """A queued run gains one priority level per this many seconds waited (P3 → P0 in 30 min)."""
+    trainer_max_concurrent_runs: Annotated[int, Field(ge=1)] = 1
+    trainer_max_attempts: Annotated[int, Field(ge=1)] = 2
+    """A run whose trainer died is retried until this many attempts, then reported failed."""
+    trainer_epochs: Annotated[int, Field(ge=1)] = 30
+    trainer_warm_epochs: Annotated[int, Field(ge=1)] = 15
+    """Epochs of a run warm-started from the task's current model."""
+    model_imgsz: Annotated[int, Field(ge=32, multiple_of=32)] = 192
+    """Square input size models are trained, exported and served at."""
+    serve_conf: Annotated[float, Field(gt=0, lt=1)] = 0.25
+    """The confidence pre-annotations are served at: models are gated on recall/precision here."""
+    serve_iou: Annotated[float, Field(gt=0, lt=1)] = 0.7
+    """NMS IoU threshold, Ultralytics' default."""
+    trainer_min_recall: Annotated[float, Field(ge=0, le=1)] = 0.5
+    trainer_min_precision: Annotated[float, Field(ge=0, le=1)] = 0.5
+    trainer_gpu_min_free_mib: Annotated[int, Field(ge=0)] = 2048
 
     # --- messaging behaviour --------------------------------------------------------------------
     handler_max_attempts: Annotated[int, Field(ge=1)] = 3
@@ -129,6 +151,14 @@ class Settings(BaseSettings):
         """The broker-side name of a logical topic (``storage.objects`` → prefixed name)."""
         return f"{self.kafka_topic_prefix}{name}"
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``LABELLOOP_*`` variables, for a child process to rebuild them."""
+        values = self.model_dump(mode="json")
+        return {
+            f"LABELLOOP_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
+            for name, value in values.items()
+        }
+
     @property
     def log_dir(self) -> Path:
         return self.var_dir / "log"
@@ -136,6 +166,11 @@ class Settings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.var_dir / "run"
+
+    @property
+    def trainer_work_dir(self) -> Path:
+        """Datasets and checkpoints of training runs (the registry keeps what matters)."""
+        return self.var_dir / "trainer"
 
 
 @lru_cache

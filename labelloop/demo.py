@@ -18,6 +18,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from labelloop.client import LabelloopClient
 from labelloop.config import Settings
 from labelloop.progress import create_task_with_progress
+from labelloop.synthetic import write_synthetic_frames
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "frames"
 JOB_EVENTS = ["io.labelloop.job.created.v1", "io.labelloop.task.jobs-ready.v1"]
@@ -115,3 +116,123 @@ def run_demo(settings: Settings, console: Console, frames: Path = SAMPLES) -> No
             "[green]verified[/green]" if delivery["verified"] else "[red]BAD[/red]",
         )
     console.print(hooks)
+
+
+def run_model_loop_demo(settings: Settings, console: Console, out_dir: Path) -> None:
+    """Label a first batch, watch the task's model train, then see it pre-annotate the rest."""
+    labeled_count, rest = 40, 12
+    frames_dir = out_dir / "loop-frames"
+    truth = write_synthetic_frames(frames_dir, range(labeled_count + rest), prefix="loop")
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    console.rule(f"model in the loop: label {labeled_count} frames, pre-annotate {rest}")
+    with LabelloopClient(base, settings.admin_token) as client:
+        created = create_task_with_progress(
+            client,
+            frames_dir,
+            console,
+            labels=["box"],
+            label_threshold=labeled_count,
+            priority=0,
+            name="model-loop",
+        )
+        [job] = created.jobs
+        client.request(
+            "PUT",
+            f"/api/jobs/{job['id']}/annotations",
+            json={
+                "frames": [
+                    {
+                        "frame": name,
+                        "boxes": [
+                            {"label": b.label, "x": b.x, "y": b.y, "w": b.w, "h": b.h}
+                            for b in truth[name]
+                        ],
+                    }
+                    for name in job["frames"][:labeled_count]
+                ]
+            },
+        )
+        console.print(f"labeled {labeled_count} frames through the API: threshold reached")
+        outcome = _watch_training(client, created.task["id"], console)
+        if outcome.get("type") != "io.labelloop.model.published.v1":
+            console.print(f"[red]no model published:[/red] {outcome.get('data')}")
+            return
+        metrics = outcome["data"]["metrics"]
+        console.print(
+            f"model v{outcome['data']['version']} published: mAP50 {metrics['map50']:.2f}, "
+            f"precision {metrics['precision']:.2f}, recall {metrics['recall']:.2f} "
+            f"at conf {settings.serve_conf}"
+        )
+        deadline = time.monotonic() + 120
+        frames: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and len(frames) < rest:
+            frames = client.request("GET", f"/api/jobs/{job['id']}/preannotations")["frames"]
+            time.sleep(0.5)
+    _show_preannotations(frames, truth, frames_dir, out_dir / "preannotated.png", console)
+
+
+def _watch_training(client: LabelloopClient, task_id: str, console: Console) -> dict[str, Any]:
+    """Follow the task's event stream until its run publishes, rejects or fails."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    endings = (
+        "io.labelloop.model.published.v1",
+        "io.labelloop.model.rejected.v1",
+        "io.labelloop.training.failed.v1",
+    )
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as progress:
+        bar = progress.add_task("waiting for the trainer", total=None)
+        for event in client.events(task_id, timeout_s=1800):
+            if event["type"] == "io.labelloop.training.started.v1":
+                data = event["data"]
+                progress.update(
+                    bar,
+                    total=data["epochs"],
+                    completed=data["epoch"],
+                    description=f"training v{data['version']} on {data['device']}",
+                )
+            elif event["type"] in endings:
+                return event
+    return {}
+
+
+def _show_preannotations(
+    frames: list[dict[str, Any]],
+    truth: dict[str, list[Any]],
+    frames_dir: Path,
+    picture: Path,
+    console: Console,
+) -> None:
+    from PIL import Image, ImageDraw
+
+    table = Table(
+        "frame",
+        "model",
+        "served by",
+        "boxes (score)",
+        "truth",
+        title="pre-annotations of the frames nobody labeled",
+    )
+    for frame in frames:
+        table.add_row(
+            frame["frame"],
+            f"v{frame['model_version']}",
+            frame["backend"],
+            ", ".join(f"{b['score']:.2f}" for b in frame["boxes"]) or "-",
+            str(len(truth[frame["frame"]])),
+        )
+    console.print(table)
+    if not frames:
+        return
+    shown = frames[0]
+    image = Image.open(frames_dir / shown["frame"]).convert("RGB")
+    image = image.resize((image.width * 3, image.height * 3))
+    draw = ImageDraw.Draw(image)
+    for box in shown["boxes"]:
+        x, y, w, h = (box[k] * 3 for k in ("x", "y", "w", "h"))
+        draw.rectangle([x, y, x + w, y + h], outline=(0, 255, 0), width=3)
+        draw.text((x + 4, y + 4), f"{box['label']} {box['score']:.2f}", fill=(0, 255, 0))
+    image.save(picture)
+    console.print(f"drew the pre-annotations of {shown['frame']} into {picture}")

@@ -68,6 +68,7 @@ SERVICE_MODULES = {
     "jobgen": "jobgen.app",
     "webhooks": "webhooks.app",
     "labeler-assist": "labeler_assist.app",
+    "trainer": "trainer.app",
 }
 """Service name → module; imported lazily so a pod loads only its own service's dependencies."""
 

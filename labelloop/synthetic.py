@@ -6,8 +6,11 @@ is downloaded. A detector learns these in a few minutes on CPU (see ``../shared/
 
 from __future__ import annotations
 
+import io
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image, ImageDraw
 
@@ -48,3 +51,19 @@ def synthetic_frame(
         draw.rectangle([x, y, x + w - 1, y + h - 1], fill=(240, 130 + rng.randint(0, 40), 20))
         boxes.append(Box(LABEL, float(x), float(y), float(w), float(h)))
     return image, boxes
+
+
+def write_synthetic_frames(
+    folder: Path, seeds: Iterable[int], prefix: str = "frame"
+) -> dict[str, list[Box]]:
+    """JPEG files ``<prefix>_<seed>.jpg`` in ``folder``; returns each file's ground truth."""
+    folder.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    for seed in seeds:
+        image, boxes = synthetic_frame(seed)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=92)
+        name = f"{prefix}_{seed:03d}.jpg"
+        (folder / name).write_bytes(buffer.getvalue())
+        truth[name] = boxes
+    return truth

@@ -168,6 +168,9 @@ class PreannotationReadyData(EventData):
     model_version: int = Field(ge=1)
     boxes: int = Field(ge=0)
     backend: Literal["triton", "onnxruntime"]
+    fallback_reason: str | None = Field(
+        default=None, description="Why onnxruntime served instead of Triton, when it did."
+    )
 
 
 class LabelsSubmitted(CloudEvent[LabelsSubmittedData]):

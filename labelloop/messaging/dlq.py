@@ -17,6 +17,7 @@ from faststream.exceptions import HandlerException
 from faststream.message import StreamMessage
 
 from labelloop.messaging.errors import is_poison, is_transient
+from labelloop.metrics import DEAD_LETTERS
 from schemas.topics import dlq_topic
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class DeadLetterMiddleware(BaseMiddleware):
         if not isinstance(record, ConsumerRecord):  # batch consumers are not used by labelloop
             raise error
         target = dlq_topic(record.topic)
+        DEAD_LETTERS.labels(record.topic).inc()
         broker = self.context.get("broker")
         await broker.publish(
             record.value,

@@ -10,8 +10,6 @@ from labelloop.stack.base import Component, ComponentStatus, Progress, StackErro
 from labelloop.stack.kafka import KafkaComponent
 from labelloop.stack.minio import MinioComponent
 
-COMPONENT_NAMES = ("kafka", "minio", "triton")
-
 
 class Stack:
     """Kafka, then MinIO (it publishes to Kafka), then Triton when asked for."""

@@ -1,4 +1,4 @@
-"""The real local stack (Kafka, MinIO), started once per test run.
+"""The real local stack (Kafka, MinIO, Triton), started once per test run.
 
 If the test stack is already up (a previous run left it, or a developer started it with the
 same settings) it is reused; whatever this run started, it stops at the end.
@@ -29,7 +29,7 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def stack(settings: Settings) -> Iterator[Stack]:
-    stack = Stack(settings)
+    stack = Stack(settings, with_triton=True)
     already_up = all(status.healthy for status in stack.status())
     if not already_up:
         stack.down(progress=lambda line: None)  # leftovers of an interrupted run

@@ -25,6 +25,7 @@ from ingest.domain import (
 )
 from ingest.models import Frame, TaskIngest
 from labelloop.messaging.outbox import Transactions, UnitOfWork
+from labelloop.metrics import FRAMES
 from labelloop.storage import ObjectStore
 from labelloop.tasks import Task
 from schemas.events import (
@@ -88,6 +89,7 @@ async def _on_frame(ref: FrameKey | OutsideTask, record: S3EventRecord, deps: In
         if isinstance(outcome, tuple):
             outcome = _check_declared_hash(ingest, ref.name, outcome[1]) or outcome
         frame = _record_frame(uow, ref, key, outcome)
+        FRAMES.labels(frame.status).inc()
         log.info("%s %s/%s", frame.status, ref.task_id, ref.name)
         _maybe_data_ready(uow, ingest)
 

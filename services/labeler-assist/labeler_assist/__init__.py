@@ -1,1 +1,1 @@
-"""labeler-assist: takes human labels, counts toward retraining, pre-annotates with the task's model."""
+"""labeler-assist: takes labels, counts toward retraining, pre-annotates with the task model."""

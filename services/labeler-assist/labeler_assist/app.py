@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from labeler_assist.domain import InvalidAnnotation
 from labeler_assist.handlers import (
@@ -16,16 +16,18 @@ from labeler_assist.handlers import (
     remember_job,
     submit_labels,
 )
-from labeler_assist.models import Annotation, AssistJob
+from labeler_assist.models import Annotation, AssistFrame, AssistJob, Preannotation
+from labeler_assist.serving import ModelServer
 from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from labelloop.messaging.broker import consumer_options
 from labelloop.runtime import Runtime
-from schemas.events import FrameLabels, FrameProcessed, JobCreated, event_union
+from labelloop.tasks import Task
+from schemas.events import FrameLabels, FrameProcessed, JobCreated, ModelPublished, event_union
 from schemas.topics import Topic
 
 NAME = "labeler-assist"
 CONSUMER_GROUP = "labelloop-labeler-assist"
-TOPICS = (Topic.INGEST_EVENTS, Topic.JOBGEN_EVENTS)
+TOPICS = (Topic.INGEST_EVENTS, Topic.JOBGEN_EVENTS, Topic.TRAINER_EVENTS)
 
 __all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
 
@@ -35,6 +37,7 @@ UpstreamEvent = event_union(*TOPICS)
 
 def register(runtime: Runtime) -> None:
     topics = [runtime.settings.topic(topic) for topic in TOPICS]
+    server = ModelServer(runtime.settings, runtime.store, runtime.transactions)
 
     @runtime.broker.subscriber(*topics, **consumer_options(CONSUMER_GROUP), title="labeler-assist")
     async def on_upstream(event: UpstreamEvent) -> None:  # type: ignore[valid-type]
@@ -42,6 +45,18 @@ def register(runtime: Runtime) -> None:
             await asyncio.to_thread(remember_frame, event, runtime.transactions)
         elif isinstance(event, JobCreated):
             await asyncio.to_thread(remember_job, event, runtime.transactions)
+            if not runtime.replaying:
+                await server.preannotate(event.data.task_id, event.data.frames, event.data.job_id)
+        elif isinstance(event, ModelPublished) and not runtime.replaying:
+            with Session(runtime.engine) as session:
+                task = session.get(Task, event.data.task_id)
+                frames = session.exec(
+                    select(AssistFrame.name).where(AssistFrame.task_id == event.data.task_id)
+                ).all()
+            if task is None:
+                return
+            await server.load(task.id, event.data.version, event.data.onnx_key, list(task.labels))
+            await server.preannotate(task.id, list(frames))
 
 
 class JobAnnotations(BaseModel):
@@ -86,5 +101,54 @@ def get_annotations(job_id: str, session: SessionDep, _: PrincipalDep) -> JobAnn
             FrameLabels.model_validate({"frame": name, "boxes": by_frame[name].boxes})
             for name in job.frames
             if name in by_frame
+        ]
+    )
+
+
+class ScoredBox(BaseModel):
+    label: str
+    x: float
+    y: float
+    w: float
+    h: float
+    score: float
+
+
+class FramePreannotation(BaseModel):
+    frame: str
+    model_version: int
+    backend: str
+    boxes: list[ScoredBox]
+
+
+class JobPreannotations(BaseModel):
+    frames: list[FramePreannotation]
+
+
+@router.get("/jobs/{job_id}/preannotations")
+def get_preannotations(job_id: str, session: SessionDep, _: PrincipalDep) -> JobPreannotations:
+    """Each frame's boxes from the newest model version that pre-annotated it."""
+    job = session.get(AssistJob, job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
+    rows = session.exec(
+        select(Preannotation).where(
+            Preannotation.task_id == job.task_id, col(Preannotation.frame).in_(job.frames)
+        )
+    ).all()
+    newest: dict[str, Preannotation] = {}
+    for row in rows:
+        if row.frame not in newest or row.model_version > newest[row.frame].model_version:
+            newest[row.frame] = row
+    return JobPreannotations(
+        frames=[
+            FramePreannotation(
+                frame=name,
+                model_version=newest[name].model_version,
+                backend=newest[name].backend,
+                boxes=[ScoredBox.model_validate(box) for box in newest[name].boxes],
+            )
+            for name in job.frames
+            if name in newest
         ]
     )

@@ -57,3 +57,29 @@ class LabelCounter(SQLModel, table=True):
     task_id: str = Field(primary_key=True, max_length=64)
     labeled_frames: int = 0
     crossings: int = 0
+
+
+class ServedModel(SQLModel, table=True):
+    """The model version that pre-annotates a task's frames (one per task, never shared)."""
+
+    __tablename__ = "served_models"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    version: int
+    onnx_key: str = Field(max_length=1024)
+    labels: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    backend: str = Field(max_length=16, description="triton or onnxruntime")
+    loaded_at: datetime = Field(default_factory=_now)
+
+
+class Preannotation(SQLModel, table=True):
+    """Boxes a model version proposed for a frame."""
+
+    __tablename__ = "preannotations"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    frame: str = Field(primary_key=True, max_length=255)
+    model_version: int = Field(primary_key=True)
+    boxes: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    backend: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=_now)

@@ -25,6 +25,7 @@ from sqlmodel import Session, col, select
 from labelloop import __version__
 from labelloop.config import Settings
 from labelloop.messaging.outbox import Transactions
+from labelloop.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_FAILURES, WEBHOOK_LATENCY
 from schemas.envelope import CloudEvent
 from webhooks.domain import (
     IPAddress,
@@ -221,6 +222,10 @@ class Dispatcher:
                 )
                 final = decision.outcome
         latency_ms = (time.perf_counter() - started) * 1000
+        WEBHOOK_ATTEMPTS.labels(final.value).inc()
+        WEBHOOK_LATENCY.observe(latency_ms / 1000)
+        if final is Outcome.FAILED:
+            WEBHOOK_FAILURES.inc()
         now = _now()
         values: dict[str, Any] = {
             "attempts": number,

@@ -1,0 +1,36 @@
+"""Prometheus metrics, one registry per process, exposed at ``/metrics`` by every service."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+WEBHOOK_ATTEMPTS = Counter(
+    "labelloop_webhook_attempts_total", "Webhook delivery attempts by outcome.", ["outcome"]
+)
+WEBHOOK_FAILURES = Counter(
+    "labelloop_webhook_failures_total", "Deliveries given up (failed for good)."
+)
+WEBHOOK_LATENCY = Histogram(
+    "labelloop_webhook_latency_seconds", "Time a receiver took to answer one attempt."
+)
+FRAMES = Counter("labelloop_frames_total", "Frames ingested by outcome.", ["status"])
+QUEUE_DEPTH = Gauge(
+    "labelloop_training_queue_depth", "Queued training runs per priority.", ["priority"]
+)
+QUEUE_WAIT = Histogram(
+    "labelloop_training_wait_seconds",
+    "Label-threshold event to training started.",
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
+)
+RUN_DURATION = Histogram(
+    "labelloop_training_run_seconds",
+    "Training run wall time, end to end.",
+    buckets=(30, 60, 120, 300, 600, 1200, 3600),
+)
+INFERENCE_LATENCY = Histogram(
+    "labelloop_inference_seconds",
+    "Pre-annotation of one batch, by backend.",
+    ["backend"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+DEAD_LETTERS = Counter("labelloop_dead_letters_total", "Messages sent to a DLQ.", ["topic"])

@@ -1,0 +1,223 @@
+"""Which detector serves which task, and pre-annotating frames with it.
+
+Each task's current model is loaded into Triton under its own name (``labelloop-<task_id>``),
+so tasks never share a model; when Triton is off or unreachable the same ONNX runs in process
+with onnxruntime, and the events say so. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlmodel import Session, col, select
+
+from labeler_assist.models import Annotation, AssistFrame, Preannotation, ServedModel
+from labelloop.config import Settings
+from labelloop.messaging.outbox import Transactions
+from labelloop.metrics import INFERENCE_LATENCY
+from labelloop.storage import ObjectStore
+from schemas.events import PreannotationReady, PreannotationReadyData
+from schemas.topics import Topic
+
+log = logging.getLogger(__name__)
+SOURCE = "/labelloop/labeler-assist"
+BATCH = 8
+
+
+class Detector(Protocol):
+    async def detect(self, images: list[bytes]) -> list[list[Any]]: ...
+
+
+@dataclass
+class LoadedModel:
+    task_id: str
+    version: int
+    labels: list[str]
+    backend: str
+    detector: Detector
+    fallback_reason: str | None = None
+
+
+def triton_model_name(task_id: str) -> str:
+    return f"labelloop-{task_id}"
+
+
+class _InProcess:
+    """onnxruntime in this process, off the event loop."""
+
+    def __init__(self, detector: Any) -> None:
+        self.detector = detector
+
+    async def detect(self, images: list[bytes]) -> list[list[Any]]:
+        result: list[list[Any]] = await asyncio.to_thread(self.detector.detect, images)
+        return result
+
+
+class ModelServer:
+    """Loads each task's current version on demand and keeps it warm."""
+
+    def __init__(self, settings: Settings, store: ObjectStore, transactions: Transactions) -> None:
+        self.settings = settings
+        self.store = store
+        self.transactions = transactions
+        self._loaded: dict[str, LoadedModel] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def load(
+        self, task_id: str, version: int, onnx_key: str, labels: list[str]
+    ) -> LoadedModel:
+        """Load ``version`` for the task: Triton first, onnxruntime when Triton cannot serve."""
+        async with self._locks.setdefault(task_id, asyncio.Lock()):
+            current = self._loaded.get(task_id)
+            if current is not None and current.version >= version:
+                return current
+            onnx = await asyncio.to_thread(self.store.get_bytes, onnx_key)
+            loaded = await self._load_backend(task_id, version, onnx, labels)
+            self._loaded[task_id] = loaded
+            if current is not None and current.backend == "triton":
+                await current.detector.close()  # type: ignore[attr-defined]
+            with Session(self.transactions.engine) as session:
+                row = session.get(ServedModel, task_id) or ServedModel(
+                    task_id=task_id,
+                    version=version,
+                    onnx_key=onnx_key,
+                    labels=labels,
+                    backend=loaded.backend,
+                )
+                row.version, row.onnx_key, row.labels = version, onnx_key, labels
+                row.backend = loaded.backend
+                session.add(row)
+                session.commit()
+            log.info("task %s: serving v%d with %s", task_id, version, loaded.backend)
+            return loaded
+
+    async def _load_backend(
+        self, task_id: str, version: int, onnx: bytes, labels: list[str]
+    ) -> LoadedModel:
+        s = self.settings
+        reason = "Triton is disabled (LABELLOOP_TRITON_ENABLED=false)"
+        if s.triton_enabled:
+            from labeler_assist.detectors import TritonDetector
+
+            triton = TritonDetector(f"{s.triton_host}:{s.triton_grpc_port}")
+            try:
+                await triton.load(
+                    triton_model_name(task_id),
+                    onnx,
+                    imgsz=s.model_imgsz,
+                    conf=s.serve_conf,
+                    iou=s.serve_iou,
+                )
+                return LoadedModel(task_id, version, labels, "triton", triton)
+            except Exception as error:  # unreachable, or it refused the model
+                await triton.close()
+                reason = f"Triton could not serve it: {type(error).__name__}: {error}"
+                log.warning("task %s: %s; falling back to onnxruntime", task_id, reason)
+        from labeler_assist.detectors import OnnxRuntimeDetector
+
+        detector = OnnxRuntimeDetector(
+            onnx, imgsz=s.model_imgsz, conf=s.serve_conf, iou=s.serve_iou
+        )
+        return LoadedModel(task_id, version, labels, "onnxruntime", _InProcess(detector), reason)
+
+    async def for_task(self, task_id: str) -> LoadedModel | None:
+        """The task's current model, reloaded after a restart; None before its first model."""
+        loaded = self._loaded.get(task_id)
+        with Session(self.transactions.engine) as session:
+            row = session.get(ServedModel, task_id)
+        if row is None:
+            return None
+        if loaded is not None and loaded.version == row.version:
+            return loaded
+        return await self.load(task_id, row.version, row.onnx_key, list(row.labels))
+
+    async def preannotate(self, task_id: str, frames: list[str], job_id: str | None = None) -> int:
+        """Pre-annotate the frames nobody labeled yet with the task's current model."""
+        model = await self.for_task(task_id)
+        if model is None:
+            return 0
+        with Session(self.transactions.engine) as session:
+            labeled = set(
+                session.exec(
+                    select(Annotation.frame).where(
+                        Annotation.task_id == task_id, col(Annotation.frame).in_(frames)
+                    )
+                ).all()
+            )
+            done = set(
+                session.exec(
+                    select(Preannotation.frame).where(
+                        Preannotation.task_id == task_id,
+                        Preannotation.model_version == model.version,
+                        col(Preannotation.frame).in_(frames),
+                    )
+                ).all()
+            )
+            known = {
+                row.name: row
+                for row in session.exec(
+                    select(AssistFrame).where(
+                        AssistFrame.task_id == task_id, col(AssistFrame.name).in_(frames)
+                    )
+                )
+            }
+        todo = [name for name in frames if name in known and name not in labeled | done]
+        for start in range(0, len(todo), BATCH):
+            batch = todo[start : start + BATCH]
+            images = await asyncio.gather(
+                *(asyncio.to_thread(self.store.get_bytes, known[name].object_key) for name in batch)
+            )
+            with INFERENCE_LATENCY.labels(model.backend).time():
+                detections = await model.detector.detect(list(images))
+            await asyncio.to_thread(self._record, model, batch, detections, job_id)
+        return len(todo)
+
+    def _record(
+        self, model: LoadedModel, frames: list[str], detections: list[list[Any]], job_id: str | None
+    ) -> None:
+        with self.transactions.session() as outbox:
+            for name, found in zip(frames, detections, strict=True):
+                if outbox.session.get(Preannotation, (model.task_id, name, model.version)):
+                    continue
+                boxes = [
+                    {
+                        "label": model.labels[d.label]
+                        if d.label < len(model.labels)
+                        else str(d.label),
+                        "x": round(d.x, 1),
+                        "y": round(d.y, 1),
+                        "w": round(d.w, 1),
+                        "h": round(d.h, 1),
+                        "score": round(d.score, 4),
+                    }
+                    for d in found
+                ]
+                outbox.session.add(
+                    Preannotation(
+                        task_id=model.task_id,
+                        frame=name,
+                        model_version=model.version,
+                        boxes=boxes,
+                        backend=model.backend,
+                    )
+                )
+                outbox.emit(
+                    PreannotationReady.create(
+                        PreannotationReadyData(
+                            task_id=model.task_id,
+                            job_id=job_id,
+                            frame=name,
+                            model_version=model.version,
+                            boxes=len(boxes),
+                            backend=model.backend,
+                            fallback_reason=model.fallback_reason,
+                        ),
+                        source=SOURCE,
+                        key=(model.task_id, name, model.version),
+                        taskid=model.task_id,
+                    ),
+                    Topic.LABELS_EVENTS,
+                )

@@ -1,0 +1,54 @@
+"""trainer as a deployable unit: its subscriber, its scheduler, and the model routes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from sqlmodel import col, select
+
+from labelloop.api.deps import PrincipalDep, SessionDep
+from labelloop.api.tasks import require_task
+from labelloop.messaging.broker import consumer_options
+from labelloop.runtime import Runtime
+from schemas.events import LabelsSubmitted, LabelsThresholdReached, event_union
+from schemas.topics import Topic
+from trainer.handlers import Scheduler, enqueue, record_labels
+from trainer.models import ModelVersion, ModelVersionPublic
+
+NAME = "trainer"
+CONSUMER_GROUP = "labelloop-trainer"
+TOPICS = (Topic.LABELS_EVENTS,)
+
+__all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
+
+router = APIRouter(prefix="/api", tags=["models"])
+LabelsEvent = event_union(Topic.LABELS_EVENTS)
+
+
+def register(runtime: Runtime) -> None:
+    @runtime.broker.subscriber(
+        runtime.settings.topic(Topic.LABELS_EVENTS),
+        **consumer_options(CONSUMER_GROUP),
+        title="trainer",
+    )
+    async def on_labels_event(event: LabelsEvent) -> None:  # type: ignore[valid-type]
+        if isinstance(event, LabelsSubmitted):
+            await asyncio.to_thread(record_labels, event, runtime.transactions)
+        elif isinstance(event, LabelsThresholdReached):
+            await asyncio.to_thread(enqueue, event, runtime.transactions)
+
+    if not runtime.replaying:
+        runtime.background.append(Scheduler(runtime.transactions, runtime.settings).run)
+
+
+@router.get("/tasks/{task_id}/models")
+def task_models(task_id: str, session: SessionDep, _: PrincipalDep) -> list[ModelVersionPublic]:
+    """The task's model versions, newest first; `current` marks the one that pre-annotates."""
+    require_task(session, task_id)
+    rows = session.exec(
+        select(ModelVersion)
+        .where(ModelVersion.task_id == task_id)
+        .order_by(col(ModelVersion.version).desc())
+    ).all()
+    return [ModelVersionPublic.model_validate(row, from_attributes=True) for row in rows]

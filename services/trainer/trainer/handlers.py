@@ -1,0 +1,297 @@
+"""trainer's handlers: keep a copy of the labels, queue runs, and schedule them.
+
+Runs execute in a child process (``python -m trainer.run``): a crash or a kill of the run
+never takes the service down, and the scheduler sees it and retries or reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+import psutil
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from labelloop.config import Settings
+from labelloop.messaging.outbox import Outbox, Transactions
+from labelloop.metrics import QUEUE_DEPTH, QUEUE_WAIT, RUN_DURATION
+from schemas.events import (
+    LabelsSubmitted,
+    LabelsThresholdReached,
+    TrainingFailed,
+    TrainingFailedData,
+    TrainingStarted,
+    TrainingStartedData,
+)
+from schemas.topics import Topic
+from trainer.devices import choose_device, visible_gpus
+from trainer.models import ModelVersion, TrainingLabel, TrainingRequest
+from trainer.queue import Candidate, Enqueue, RunStatus, enqueue_decision, pick_next
+
+log = logging.getLogger(__name__)
+SOURCE = "/labelloop/trainer"
+CONSUMER = "trainer"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def record_labels(event: LabelsSubmitted, transactions: Transactions) -> None:
+    """Keep the trainer's copy of the labels current (the last submission wins)."""
+    with transactions.unit_of_work(CONSUMER, event.id) as uow:
+        if uow.already_done:
+            return
+        for item in event.data.annotations:
+            boxes = [box.model_dump() for box in item.boxes]
+            row = uow.session.get(TrainingLabel, (event.data.task_id, item.frame))
+            if row is None:
+                row = TrainingLabel(task_id=event.data.task_id, frame=item.frame, boxes=boxes)
+            row.boxes = boxes
+            uow.session.add(row)
+
+
+def enqueue(event: LabelsThresholdReached, transactions: Transactions) -> Enqueue | None:
+    """Queue a run for the task, or merge the event into the one already queued."""
+    task_id = event.data.task_id
+    with transactions.unit_of_work(CONSUMER, event.id) as uow:
+        if uow.already_done:
+            return None
+        requests = uow.session.exec(
+            select(TrainingRequest).where(
+                TrainingRequest.task_id == task_id,
+                col(TrainingRequest.status).in_([RunStatus.QUEUED, RunStatus.RUNNING]),
+            )
+        ).all()
+        queued = next((r for r in requests if r.status == RunStatus.QUEUED), None)
+        decision = enqueue_decision(
+            queued is not None, any(r.status == RunStatus.RUNNING for r in requests)
+        )
+        if queued is not None:
+            queued.threshold_event_ids = [*queued.threshold_event_ids, event.id]
+            queued.priority = min(queued.priority, event.data.priority)
+            uow.session.add(queued)
+        else:
+            uow.session.add(
+                TrainingRequest(
+                    id=uuid.uuid4().hex,
+                    task_id=task_id,
+                    priority=event.data.priority,
+                    threshold_event_ids=[event.id],
+                    first_threshold_at=event.time,
+                )
+            )
+    log.info("task %s: threshold %d → %s", task_id, event.data.crossing, decision.value)
+    return decision
+
+
+def owner_tag() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and psutil.pid_exists(int(pid))
+
+
+def fail_run(outbox: Outbox, request: TrainingRequest, error: str) -> None:
+    """Mark a run failed, its version too, and say why."""
+    request.status, request.error, request.finished_at = RunStatus.FAILED, error[:2000], _now()
+    outbox.session.add(request)
+    if request.version is not None:
+        version = outbox.session.get(ModelVersion, (request.version, request.task_id))
+        if version is not None:
+            version.status = "failed"
+            outbox.session.add(version)
+    outbox.emit(
+        TrainingFailed.create(
+            TrainingFailedData(
+                task_id=request.task_id,
+                run_id=request.id,
+                version=request.version or 1,
+                error=error[:2000],
+            ),
+            source=SOURCE,
+            key=(request.id, request.attempts),
+            taskid=request.task_id,
+        ),
+        Topic.TRAINER_EVENTS,
+    )
+
+
+class Scheduler:
+    """Starts queued runs by effective priority when a slot (and a device) is free."""
+
+    def __init__(self, transactions: Transactions, settings: Settings) -> None:
+        self.transactions = transactions
+        self.settings = settings
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.poll_s = 0.5
+
+    async def run(self) -> None:
+        await asyncio.to_thread(self.recover)
+        try:
+            while True:
+                while len(self.running) < self.settings.trainer_max_concurrent_runs:
+                    request = await asyncio.to_thread(self.claim_next)
+                    if request is None:
+                        break
+                    self.running[request.id] = asyncio.create_task(self._supervise(request))
+                await asyncio.sleep(self.poll_s)
+        finally:
+            for task in self.running.values():
+                task.cancel()
+            await asyncio.gather(*self.running.values(), return_exceptions=True)
+
+    def recover(self) -> None:
+        """Runs left ``running`` by a dead trainer go back to the queue, or fail for good."""
+        with self.transactions.session() as outbox:
+            orphans = outbox.session.exec(
+                select(TrainingRequest).where(TrainingRequest.status == RunStatus.RUNNING)
+            ).all()
+            for request in orphans:
+                if _owner_alive(request.owner) and request.owner != owner_tag():
+                    continue
+                if request.attempts >= self.settings.trainer_max_attempts:
+                    fail_run(outbox, request, f"the trainer died during attempt {request.attempts}")
+                    continue
+                log.warning(
+                    "requeueing run %s of task %s after a trainer crash",
+                    request.id,
+                    request.task_id,
+                )
+                request.status, request.owner = RunStatus.QUEUED, None
+                outbox.session.add(request)
+                if request.version is not None:
+                    stale = outbox.session.get(ModelVersion, (request.version, request.task_id))
+                    if stale is not None:
+                        outbox.session.delete(stale)
+                request.version = None
+
+    def claim_next(self) -> TrainingRequest | None:
+        """Pick the next run, mark it running and announce it (one transaction)."""
+        device = choose_device(visible_gpus(), self.settings.trainer_gpu_min_free_mib)
+        if device is None:
+            return None  # every GPU is too full: wait for memory rather than fail
+        with self.transactions.session() as outbox:
+            session = outbox.session
+            rows = session.exec(
+                select(TrainingRequest).where(
+                    col(TrainingRequest.status).in_([RunStatus.QUEUED, RunStatus.RUNNING])
+                )
+            ).all()
+            busy = {r.task_id for r in rows if r.status == RunStatus.RUNNING}
+            queued = [
+                Candidate(r.id, r.task_id, r.priority, _aware(r.enqueued_at))
+                for r in rows
+                if r.status == RunStatus.QUEUED
+            ]
+            for priority in range(4):
+                QUEUE_DEPTH.labels(str(priority)).set(
+                    sum(1 for c in queued if c.priority == priority)
+                )
+            choice = pick_next(queued, _now(), self.settings.trainer_aging_s, busy)
+            if choice is None:
+                return None
+            request = session.get(TrainingRequest, choice.request_id)
+            assert request is not None
+            version = _next_version(session, request.task_id)
+            request.status, request.owner, request.started_at = (
+                RunStatus.RUNNING,
+                owner_tag(),
+                _now(),
+            )
+            request.attempts += 1
+            request.version, request.device = version, device
+            session.add(request)
+            session.add(
+                ModelVersion(
+                    task_id=request.task_id, version=version, status="training", run_id=request.id
+                )
+            )
+            outbox.emit(
+                TrainingStarted.create(
+                    TrainingStartedData(
+                        task_id=request.task_id,
+                        run_id=request.id,
+                        version=version,
+                        device=device,
+                        epoch=0,
+                        epochs=self.settings.trainer_epochs,
+                    ),
+                    source=SOURCE,
+                    key=(request.id, request.attempts, 0),
+                    taskid=request.task_id,
+                ),
+                Topic.TRAINER_EVENTS,
+            )
+        latency = (_now() - _aware(request.first_threshold_at)).total_seconds()
+        QUEUE_WAIT.observe(latency)
+        log.info(
+            "run %s (task %s, v%d) started on %s, %.2fs after its threshold event",
+            request.id,
+            request.task_id,
+            version,
+            device,
+            latency,
+        )
+        return request
+
+    async def _supervise(self, request: TrainingRequest) -> None:
+        started = time.monotonic()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "trainer.run",
+                request.id,
+                env={**os.environ, **self.settings.as_env()},
+            )
+            code = await process.wait()
+            if code != 0:
+                await asyncio.to_thread(self._after_crash, request.id, code)
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError, UnboundLocalError):
+                process.kill()
+            raise
+        finally:
+            RUN_DURATION.observe(time.monotonic() - started)
+            self.running.pop(request.id, None)
+
+    def _after_crash(self, request_id: str, code: int) -> None:
+        with self.transactions.session() as outbox:
+            request = outbox.session.get(TrainingRequest, request_id)
+            if request is None or request.status != RunStatus.RUNNING:
+                return
+            if request.attempts < self.settings.trainer_max_attempts:
+                log.warning("run %s exited with %d; requeued", request_id, code)
+                request.status, request.owner = RunStatus.QUEUED, None
+                stale = outbox.session.get(ModelVersion, (request.version, request.task_id))
+                if stale is not None:
+                    outbox.session.delete(stale)
+                request.version = None
+                outbox.session.add(request)
+            else:
+                fail_run(outbox, request, f"the training process exited with status {code}")
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands datetimes back naive; they were stored in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _next_version(session: Session, task_id: str) -> int:
+    latest = session.exec(
+        select(func.max(ModelVersion.version)).where(ModelVersion.task_id == task_id)
+    ).one()
+    return (latest or 0) + 1

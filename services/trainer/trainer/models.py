@@ -1,0 +1,63 @@
+"""trainer's tables: the persistent run queue, its copy of the labels, and model versions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TrainingRequest(SQLModel, table=True):
+    """One training run, from queued to done or failed; survives restarts."""
+
+    __tablename__ = "training_requests"
+
+    id: str = Field(primary_key=True, max_length=64)
+    task_id: str = Field(index=True, max_length=64)
+    priority: int
+    status: str = Field(default="queued", index=True, max_length=16)
+    enqueued_at: datetime = Field(default_factory=_now)
+    threshold_event_ids: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    first_threshold_at: datetime = Field(description="When the oldest merged event was made.")
+    attempts: int = 0
+    owner: str | None = Field(default=None, max_length=128, description="host:pid running it")
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    version: int | None = None
+    device: str | None = Field(default=None, max_length=32)
+    error: str | None = Field(default=None, max_length=2000)
+
+
+class TrainingLabel(SQLModel, table=True):
+    """The trainer's own copy of each labeled frame (from ``labels.submitted``)."""
+
+    __tablename__ = "training_labels"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    frame: str = Field(primary_key=True, max_length=255)
+    boxes: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class ModelVersionBase(SQLModel):
+    version: int = Field(primary_key=True)
+    status: str = Field(max_length=16, description="training, published, rejected, failed, retired")
+    metrics: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
+    current: bool = False
+
+
+class ModelVersion(ModelVersionBase, table=True):
+    __tablename__ = "model_versions"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    run_id: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=_now)
+
+
+class ModelVersionPublic(ModelVersionBase):
+    """`{"version", "status", "metrics": {"map50", "map50_95", ...}, "current"}`."""

@@ -1,0 +1,162 @@
+"""The training queue: priority with aging, coalescing, GPU matching, crash recovery.
+
+These run the real handlers against a real (SQLite) database; no training happens here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from labelloop.config import Settings
+from labelloop.db import create_tables, get_engine
+from labelloop.messaging.outbox import OutboxMessage, Transactions
+from schemas.events import LabelsThresholdReached, LabelsThresholdReachedData
+from trainer.devices import Gpu, choose_device
+from trainer.handlers import Scheduler, enqueue
+from trainer.models import ModelVersion, TrainingRequest
+from trainer.queue import Candidate, Enqueue, effective_priority, pick_next
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def candidate(task: str, priority: int, minutes_ago: float) -> Candidate:
+    return Candidate(f"r-{task}", task, priority, NOW - timedelta(minutes=minutes_ago))
+
+
+def test_effective_priority_formula() -> None:
+    assert effective_priority(3, 0, 600) == 3
+    assert effective_priority(3, 1200, 600) == 1
+    assert effective_priority(2, -5, 600) == 2  # clock skew never makes a request worse
+
+
+def test_p0_runs_first() -> None:
+    queued = [candidate("a", 2, 1), candidate("b", 0, 0), candidate("c", 3, 2)]
+    assert pick_next(queued, NOW, 600, set()) == queued[1]
+
+
+def test_aging_lets_an_old_p3_pass_a_new_p2() -> None:
+    old_p3, new_p2 = candidate("old", 3, 20), candidate("new", 2, 0)
+    assert pick_next([new_p2, old_p3], NOW, 600, set()) == old_p3
+    young_p3 = candidate("young", 3, 5)
+    assert pick_next([new_p2, young_p3], NOW, 600, set()) == new_p2
+
+
+def test_a_task_never_trains_twice_at_once() -> None:
+    assert pick_next([candidate("a", 0, 1)], NOW, 600, {"a"}) is None
+
+
+def test_gpu_matching() -> None:
+    assert choose_device(None, 2048) == "cpu"
+    assert choose_device([Gpu(0, 1000), Gpu(1, 5000), Gpu(2, 3000)], 2048) == "cuda:1"
+    assert choose_device([Gpu(0, 1000)], 2048) is None, "wait for memory"
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    engine = get_engine(f"sqlite:///{tmp_path}/trainer.db")
+    create_tables(engine)
+    return engine
+
+
+def threshold(task: str, crossing: int, priority: int, age_s: float = 0) -> LabelsThresholdReached:
+    event = LabelsThresholdReached.create(
+        LabelsThresholdReachedData(
+            task_id=task, labeled_frames=crossing * 10, crossing=crossing, priority=priority
+        ),
+        source="/tests",
+        key=(task, crossing),
+        taskid=task,
+    )
+    return event.model_copy(update={"time": datetime.now(UTC) - timedelta(seconds=age_s)})
+
+
+def requests(engine: Engine) -> list[TrainingRequest]:
+    with Session(engine) as session:
+        return list(session.exec(select(TrainingRequest)))
+
+
+def backdate(engine: Engine, task: str, seconds: float) -> None:
+    with Session(engine) as session:
+        for request in session.exec(select(TrainingRequest).where(TrainingRequest.task_id == task)):
+            request.enqueued_at = request.enqueued_at - timedelta(seconds=seconds)
+            session.add(request)
+        session.commit()
+
+
+def test_scheduler_order_aging_and_coalescing(engine: Engine, tmp_path: Path) -> None:
+    transactions = Transactions(engine)
+    settings = Settings(trainer_aging_s=600, database_url=f"sqlite:///{tmp_path}/trainer.db")
+    scheduler = Scheduler(transactions, settings)
+
+    assert enqueue(threshold("p2-new", 1, 2), transactions) is Enqueue.NEW
+    assert enqueue(threshold("p0", 1, 0), transactions) is Enqueue.NEW
+    assert enqueue(threshold("p3-old", 1, 3), transactions) is Enqueue.NEW
+    backdate(engine, "p3-old", 20 * 60)  # waited 20 min: effective priority 1
+
+    order = []
+    for _ in range(3):
+        claimed = scheduler.claim_next()
+        assert claimed is not None
+        order.append(claimed.task_id)
+    assert order == ["p0", "p3-old", "p2-new"]
+    assert scheduler.claim_next() is None
+
+    # five threshold events while "p0" trains: one follow-up run, not five
+    decisions = [enqueue(threshold("p0", n, 0), transactions) for n in range(2, 7)]
+    assert decisions == [Enqueue.FOLLOW_UP] + [Enqueue.MERGED] * 4
+    follow_ups = [r for r in requests(engine) if r.task_id == "p0" and r.status == "queued"]
+    assert len(follow_ups) == 1 and len(follow_ups[0].threshold_event_ids) == 5
+    assert scheduler.claim_next() is None, "it waits for the running p0 run"
+    assert enqueue(threshold("p0", 6, 0), transactions) is None, "a redelivered event is a no-op"
+
+    with Session(engine) as session:
+        started = [
+            m
+            for m in session.exec(select(OutboxMessage))
+            if m.event_type == "io.labelloop.training.started.v1"
+        ]
+        versions = session.exec(select(ModelVersion)).all()
+    assert len(started) == 3
+    assert {(v.task_id, v.version, v.status) for v in versions} == {
+        ("p0", 1, "training"),
+        ("p3-old", 1, "training"),
+        ("p2-new", 1, "training"),
+    }
+
+
+def test_crashed_runs_are_requeued_then_failed(engine: Engine, tmp_path: Path) -> None:
+    transactions = Transactions(engine)
+    settings = Settings(trainer_max_attempts=2, database_url=f"sqlite:///{tmp_path}/trainer.db")
+    scheduler = Scheduler(transactions, settings)
+    enqueue(threshold("t", 1, 1), transactions)
+    first = scheduler.claim_next()
+    assert first is not None and first.attempts == 1
+
+    def mark_dead_owner() -> None:
+        with Session(engine) as session:
+            request = session.get(TrainingRequest, first.id)
+            assert request is not None
+            request.owner = "gone-host:1"
+            session.add(request)
+            session.commit()
+
+    mark_dead_owner()
+    scheduler.recover()  # a restarted trainer finds the orphan
+    [requeued] = requests(engine)
+    assert requeued.status == "queued" and requeued.version is None
+    second = scheduler.claim_next()
+    assert second is not None and second.attempts == 2 and second.version == 1
+    mark_dead_owner()
+    scheduler.recover()
+    [failed] = requests(engine)
+    assert failed.status == "failed" and "died" in (failed.error or "")
+    with Session(engine) as session:
+        kinds = [m.event_type for m in session.exec(select(OutboxMessage))]
+        version = session.get(ModelVersion, (1, "t"))
+    assert kinds.count("io.labelloop.training.failed.v1") == 1
+    assert version is not None and version.status == "failed"
