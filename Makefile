@@ -2,11 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,serving,trainer
+EXTRAS ?= dev,serving,trainer,postgres
 # Wheels kept outside the repo (torch is ~3 GB): pip takes them from here before the index.
 WHEELS ?= $(HOME)/.cache/labelloop/wheels
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: install run test lint typecheck unit integration bench stop status clean
 
@@ -28,9 +28,11 @@ run: install
 	LABELLOOP_WEBHOOK_ALLOWLIST=127.0.0.0/8 $(BIN)/labelloop serve --detach
 	$(BIN)/labelloop demo
 
-## make test: lint, type-check, unit tests, then integration tests on the real stack.
+## make test: lint, type-check, every test on the real stack (SQLite), then the integration
+## suite once more against a PostgreSQL server it starts (Debian's postgresql binaries).
 test: install lint typecheck
 	$(BIN)/pytest
+	LABELLOOP_TEST_DATABASE=postgresql $(BIN)/pytest tests/integration
 
 lint: install
 	$(BIN)/ruff check .
@@ -44,7 +46,7 @@ unit: install
 
 ## make bench: measured figures, merged into var/bench.json.
 bench: install
-	$(BIN)/labelloop stack up
+	$(BIN)/labelloop stack up --triton
 	LABELLOOP_WEBHOOK_ALLOWLIST=127.0.0.0/8 $(BIN)/labelloop serve --detach
 	$(BIN)/labelloop bench --out var/bench.json
 

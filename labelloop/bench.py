@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
+from labelloop.bench_serving import bench_preannotate_640, bench_preannotate_batch, bench_retrain
 from labelloop.config import Settings
 
 Benchmark = Callable[[Settings, Console], dict[str, Any]]
@@ -227,6 +228,10 @@ BENCHMARKS: dict[str, Benchmark] = {
     "outbox": bench_outbox,
     "jobs_ready": bench_jobs_ready,
     "ingest": bench_ingest,
+    # retrain first: the pre-annotation sections serve the model it publishes.
+    "retrain": bench_retrain,
+    "preannotate_640": bench_preannotate_640,
+    "preannotate_batch": bench_preannotate_batch,
 }
 
 

@@ -195,6 +195,40 @@ def bench(
     console.print(f"wrote {out}")
 
 
+db_app = typer.Typer(help="The database schema: Alembic migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+DatabaseUrl = Annotated[
+    str | None, typer.Option(help="Database URL (default: LABELLOOP_DATABASE_URL).")
+]
+
+
+def _quiet_alembic() -> None:
+    # Alembic logs a line per autogenerate plugin as it is imported.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    database_url: DatabaseUrl = None,
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Migrate the database to the newest schema (the Helm chart's hook Job runs this)."""
+    _quiet_alembic()
+    from labelloop.migrations import head, upgrade
+
+    upgrade(database_url or get_settings().database_url, revision)
+    console.log(f"database at revision {head() if revision == 'head' else revision}")
+
+
+@db_app.command("revision")
+def db_revision(message: Annotated[str, typer.Option("--message", "-m")]) -> None:
+    """Write the next migration from the models (after changing a models.py)."""
+    _quiet_alembic()
+    from labelloop.migrations import revision
+
+    console.log(f"wrote {revision(message)}")
+
+
 def main() -> None:
     logging.basicConfig(
         level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     trainer_aging_s: Annotated[float, Field(gt=0)] = 600.0
     """A queued run gains one priority level per this many seconds waited (P3 → P0 in 30 min)."""
     trainer_max_concurrent_runs: Annotated[int, Field(ge=1)] = 1
+    trainer_preemption: Literal["conservative", "aggressive"] = "conservative"
+    """``aggressive``: checkpoint a running run for a queued one of higher declared priority."""
     trainer_max_attempts: Annotated[int, Field(ge=1)] = 2
     """A run whose trainer died is retried until this many attempts, then reported failed."""
     trainer_epochs: Annotated[int, Field(ge=1)] = 30
@@ -116,6 +118,8 @@ class Settings(BaseSettings):
     """Pause before a message whose handler hit an unreachable dependency is consumed again."""
     outbox_poll_s: Annotated[float, Field(gt=0)] = 0.5
     """How often the outbox relay looks for events left by a crashed process."""
+    lag_interval_s: Annotated[float, Field(gt=0)] = 15.0
+    """How often each process refreshes ``labelloop_consumer_lag`` for its consumer groups."""
 
     # --- stack behaviour ------------------------------------------------------------------------
     stack_start_timeout_s: Annotated[float, Field(gt=0)] = 120.0
@@ -166,6 +170,14 @@ class Settings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.var_dir / "run"
+
+    @property
+    def triton_grpc_url(self) -> str:
+        return f"{self.triton_host}:{self.triton_grpc_port}"
+
+    @property
+    def triton_http_url(self) -> str:
+        return f"{self.triton_host}:{self.triton_http_port}"
 
     @property
     def trainer_work_dir(self) -> Path:

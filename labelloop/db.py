@@ -34,6 +34,10 @@ def get_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
+    if url.startswith(("postgresql://", "postgres://")):
+        # The plain form (CloudNativePG's `uri`, most docs) means psycopg2 to SQLAlchemy;
+        # labelloop ships psycopg 3.
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
     return create_engine(url, pool_pre_ping=True)
 
 

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,13 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from labelloop.client import LabelloopClient
 from labelloop.config import Settings
 from labelloop.progress import create_task_with_progress
-from labelloop.synthetic import write_synthetic_frames
+from labelloop.synthetic import Box
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "frames"
+LOOP_SAMPLES = SAMPLES.parent / "loop"
+"""52 synthetic frames (``labelloop.synthetic``, seeds 0-51) for the model-in-the-loop run."""
+LOOP_LABELS = SAMPLES.parent / "loop-labels.json"
+"""Their boxes, as an annotator would submit them (the demo labels the first 40 with these)."""
 JOB_EVENTS = ["io.labelloop.job.created.v1", "io.labelloop.task.jobs-ready.v1"]
 
 
@@ -118,11 +123,27 @@ def run_demo(settings: Settings, console: Console, frames: Path = SAMPLES) -> No
     console.print(hooks)
 
 
-def run_model_loop_demo(settings: Settings, console: Console, out_dir: Path) -> None:
+@dataclass(frozen=True)
+class LoopOutcome:
+    """How the model-in-the-loop run ended (the ``retrain`` benchmark reads it)."""
+
+    task_id: str
+    ending: dict[str, Any]
+    """The run's last event: model.published, model.rejected or training.failed."""
+    threshold_to_published_s: float | None
+    """From the threshold event to the model.published event, by their event times."""
+    preannotated: int
+
+
+def run_model_loop_demo(settings: Settings, console: Console, out_dir: Path) -> LoopOutcome:
     """Label a first batch, watch the task's model train, then see it pre-annotate the rest."""
-    labeled_count, rest = 40, 12
-    frames_dir = out_dir / "loop-frames"
-    truth = write_synthetic_frames(frames_dir, range(labeled_count + rest), prefix="loop")
+    labeled_count = 40
+    frames_dir = LOOP_SAMPLES
+    truth = {
+        name: [Box(**box) for box in boxes]
+        for name, boxes in json.loads(LOOP_LABELS.read_text()).items()
+    }
+    rest = len(truth) - labeled_count
     base = f"http://{settings.api_host}:{settings.api_port}"
     console.rule(f"model in the loop: label {labeled_count} frames, pre-annotate {rest}")
     with LabelloopClient(base, settings.admin_token) as client:
@@ -153,10 +174,13 @@ def run_model_loop_demo(settings: Settings, console: Console, out_dir: Path) -> 
             },
         )
         console.print(f"labeled {labeled_count} frames through the API: threshold reached")
-        outcome = _watch_training(client, created.task["id"], console)
+        task_id = created.task["id"]
+        threshold, outcome = _watch_training(client, task_id, console)
         if outcome.get("type") != "io.labelloop.model.published.v1":
             console.print(f"[red]no model published:[/red] {outcome.get('data')}")
-            return
+            return LoopOutcome(task_id, outcome, None, 0)
+        waited = _event_time(outcome) - _event_time(threshold)
+        console.print(f"threshold → model published: {waited.total_seconds():.1f} s")
         metrics = outcome["data"]["metrics"]
         console.print(
             f"model v{outcome['data']['version']} published: mAP50 {metrics['map50']:.2f}, "
@@ -169,10 +193,18 @@ def run_model_loop_demo(settings: Settings, console: Console, out_dir: Path) -> 
             frames = client.request("GET", f"/api/jobs/{job['id']}/preannotations")["frames"]
             time.sleep(0.5)
     _show_preannotations(frames, truth, frames_dir, out_dir / "preannotated.png", console)
+    return LoopOutcome(task_id, outcome, round(waited.total_seconds(), 1), len(frames))
 
 
-def _watch_training(client: LabelloopClient, task_id: str, console: Console) -> dict[str, Any]:
-    """Follow the task's event stream until its run publishes, rejects or fails."""
+def _event_time(event: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(event["time"])
+
+
+def _watch_training(
+    client: LabelloopClient, task_id: str, console: Console
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Follow the task's event stream until its run publishes, rejects or fails; returns the
+    threshold event that started it and that ending."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     endings = (
@@ -184,8 +216,11 @@ def _watch_training(client: LabelloopClient, task_id: str, console: Console) -> 
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
     ) as progress:
         bar = progress.add_task("waiting for the trainer", total=None)
+        threshold: dict[str, Any] = {}
         for event in client.events(task_id, timeout_s=1800):
-            if event["type"] == "io.labelloop.training.started.v1":
+            if event["type"] == "io.labelloop.labels.threshold-reached.v1" and not threshold:
+                threshold = event
+            elif event["type"] == "io.labelloop.training.started.v1":
                 data = event["data"]
                 progress.update(
                     bar,
@@ -194,8 +229,8 @@ def _watch_training(client: LabelloopClient, task_id: str, console: Console) -> 
                     description=f"training v{data['version']} on {data['device']}",
                 )
             elif event["type"] in endings:
-                return event
-    return {}
+                return threshold, event
+    return threshold, {}
 
 
 def _show_preannotations(
@@ -234,5 +269,6 @@ def _show_preannotations(
         x, y, w, h = (box[k] * 3 for k in ("x", "y", "w", "h"))
         draw.rectangle([x, y, x + w, y + h], outline=(0, 255, 0), width=3)
         draw.text((x + 4, y + 4), f"{box['label']} {box['score']:.2f}", fill=(0, 255, 0))
+    picture.parent.mkdir(parents=True, exist_ok=True)
     image.save(picture)
     console.print(f"drew the pre-annotations of {shown['frame']} into {picture}")

@@ -34,3 +34,12 @@ INFERENCE_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 DEAD_LETTERS = Counter("labelloop_dead_letters_total", "Messages sent to a DLQ.", ["topic"])
+CONSUMER_LAG = Gauge(
+    "labelloop_consumer_lag",
+    "Messages a consumer group has not yet committed, per topic (what KEDA scales on).",
+    ["group", "topic"],
+)
+EPOCHS_PER_SECOND = Gauge(
+    "labelloop_training_epochs_per_second",
+    "Epochs per second of the last finished run (whole run: snapshot, train, evaluate, export).",
+)

@@ -22,6 +22,7 @@ from labelloop.db import create_tables, get_engine
 from labelloop.messaging.broker import create_broker, kafka_publisher
 from labelloop.messaging.outbox import OutboxRelay, Transactions
 from labelloop.storage import ObjectStore
+from schemas.topics import Topic
 
 BackgroundLoop = Callable[[], Coroutine[Any, Any, None]]
 
@@ -57,6 +58,8 @@ class Service(Protocol):
 
     NAME: str
     CONSUMER_GROUP: str
+    TOPICS: tuple[Topic, ...]
+    """What it consumes (empty for none)."""
     router: APIRouter
 
     def register(self, runtime: Runtime) -> None: ...

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from labelloop.api.app import create_api
 from labelloop.config import Settings
+from labelloop.messaging.lag import watch_lag
 from labelloop.runtime import SERVICE_MODULES, create_runtime, load_service
 from labelloop.stack.base import Progress
 from labelloop.stack.process import Daemon
@@ -26,7 +27,21 @@ def build_app(settings: Settings, names: list[str]) -> FastAPI:
     runtime = create_runtime(settings, client_id="labelloop-" + "+".join(selected))
     for service in services:
         service.register(runtime)
-    return create_api(runtime, services)
+    groups = {
+        service.CONSUMER_GROUP: [settings.topic(topic) for topic in service.TOPICS]
+        for service in services
+        if service.TOPICS
+    }
+    runtime.background.append(
+        lambda: watch_lag(settings.kafka_bootstrap_servers, groups, settings.lag_interval_s)
+    )
+    routed = services
+    if "api" in selected:
+        # The api is a cluster's one entry point: it answers every service's routes (they need
+        # only the database and the outbox), so a consumer scaled to zero still gets its
+        # uploads, labels and subscriptions, and the work wakes it through Kafka lag.
+        routed = [load_service(name) for name in SERVICE_MODULES]
+    return create_api(runtime, services, routed)
 
 
 def run_foreground(settings: Settings, names: list[str]) -> None:

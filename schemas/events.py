@@ -236,6 +236,16 @@ class TrainingFailedData(EventData):
     error: str = Field(description="A readable cause.")
 
 
+class TrainingPreemptedData(EventData):
+    task_id: TaskId
+    run_id: str
+    version: int = Field(ge=1, description="The version this attempt was training (not kept).")
+    epochs_done: int = Field(ge=0, description="Epochs saved in the checkpoint it resumes from.")
+    epochs: int = Field(ge=1)
+    checkpoint_key: str | None = Field(description="Object key of the checkpoint; None: restart.")
+    preempted_by: str = Field(description="The run of higher priority that takes its place.")
+
+
 class TrainingStarted(CloudEvent[TrainingStartedData]):
     """A training run started (epoch 0) or finished another epoch."""
 
@@ -260,12 +270,24 @@ class TrainingFailed(CloudEvent[TrainingFailedData]):
     type: Literal["io.labelloop.training.failed.v1"] = "io.labelloop.training.failed.v1"
 
 
+class TrainingPreempted(CloudEvent[TrainingPreemptedData]):
+    """A run was checkpointed and requeued for a more urgent one (aggressive preemption)."""
+
+    type: Literal["io.labelloop.training.preempted.v1"] = "io.labelloop.training.preempted.v1"
+
+
 EVENTS_BY_TOPIC: dict[Topic, tuple[type[CloudEvent[EventData]], ...]] = {
     Topic.TASKS_EVENTS: (TaskCreated,),  # type: ignore[dict-item]
     Topic.INGEST_EVENTS: (FrameProcessed, FrameRejected, TaskDataReady),  # type: ignore[dict-item]
     Topic.JOBGEN_EVENTS: (JobCreated, TaskJobsReady),  # type: ignore[dict-item]
     Topic.LABELS_EVENTS: (LabelsSubmitted, LabelsThresholdReached, PreannotationReady),  # type: ignore[dict-item]
-    Topic.TRAINER_EVENTS: (TrainingStarted, ModelPublished, ModelRejected, TrainingFailed),  # type: ignore[dict-item]
+    Topic.TRAINER_EVENTS: (  # type: ignore[dict-item]
+        TrainingStarted,
+        ModelPublished,
+        ModelRejected,
+        TrainingFailed,
+        TrainingPreempted,
+    ),
 }
 """Which event types each project topic carries (the AsyncAPI document is built from this)."""
 

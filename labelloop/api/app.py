@@ -17,8 +17,13 @@ from labelloop.runtime import Runtime, Service, prepare_database
 log = logging.getLogger(__name__)
 
 
-def create_api(runtime: Runtime, services: list[Service]) -> FastAPI:
-    """The app for ``services``; its lifespan runs the broker and the background loops."""
+def create_api(
+    runtime: Runtime, services: list[Service], routed: list[Service] | None = None
+) -> FastAPI:
+    """The app for ``services``; its lifespan runs the broker and the background loops.
+
+    ``routed``: the services whose HTTP routes it answers (default: ``services``).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,7 +65,7 @@ def create_api(runtime: Runtime, services: list[Service]) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    for service in services:
+    for service in routed if routed is not None else services:
         app.include_router(service.router)
     return app
 

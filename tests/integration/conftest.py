@@ -6,9 +6,10 @@ same settings) it is reused; whatever this run started, it stops at the end.
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from labelloop.db import create_tables, get_engine
 from labelloop.stack.manager import Stack
 from labelloop.storage import ObjectStore
 from tests.integration.harness import ApiServer, WebhookReceiver
+from tests.integration.postgres import PostgresServer
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +54,41 @@ def unique() -> str:
     return uuid.uuid4().hex[:12]
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer | None]:
+    """A PostgreSQL server when ``LABELLOOP_TEST_DATABASE=postgresql``, else None (SQLite)."""
+    if os.environ.get("LABELLOOP_TEST_DATABASE", "sqlite") != "postgresql":
+        yield None
+        return
+    server = PostgresServer(Path("var/test-pg").resolve())
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def new_database_url(
+    postgres: PostgresServer | None, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[], str]:
+    """Makes a fresh, empty database: SQLite files, or PostgreSQL databases."""
+
+    def make() -> str:
+        if postgres is not None:
+            return postgres.new_database()
+        return f"sqlite:///{tmp_path_factory.mktemp('db')}/labelloop.db"
+
+    return make
+
+
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = get_engine(f"sqlite:///{tmp_path}/test.db")
+def database_url(new_database_url: Callable[[], str]) -> str:
+    return new_database_url()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Engine:
+    engine = get_engine(database_url)
     create_tables(engine)
     return engine
 
@@ -67,11 +101,10 @@ async def test_settings(settings: Settings, unique: str) -> AsyncIterator[Settin
 
 @pytest.fixture(scope="session")
 def api(
-    stack: Stack, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    stack: Stack, settings: Settings, new_database_url: Callable[[], str]
 ) -> Iterator[ApiServer]:
     """All services in one process on the real stack, with a database of this run's own."""
-    database = tmp_path_factory.mktemp("api") / "labelloop.db"
-    server = ApiServer(settings.model_copy(update={"database_url": f"sqlite:///{database}"}))
+    server = ApiServer(settings.model_copy(update={"database_url": new_database_url()}))
     server.start()
     yield server
     server.stop()

@@ -27,9 +27,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize("crash_at", ["jobgen.before-commit", "jobgen.after-commit"])
 async def test_jobgen_killed_mid_task_makes_each_job_once(
-    stack: Stack, test_settings: Settings, tmp_path: Path, unique: str, crash_at: str
+    stack: Stack,
+    test_settings: Settings,
+    tmp_path: Path,
+    unique: str,
+    crash_at: str,
+    database_url: str,
 ) -> None:
-    database_url = f"sqlite:///{tmp_path}/jobgen.db"
     engine = get_engine(database_url)
     create_tables(engine)
     task_id = f"crash{unique}"

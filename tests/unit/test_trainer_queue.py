@@ -19,7 +19,15 @@ from schemas.events import LabelsThresholdReached, LabelsThresholdReachedData
 from trainer.devices import Gpu, choose_device
 from trainer.handlers import Scheduler, enqueue
 from trainer.models import ModelVersion, TrainingRequest
-from trainer.queue import Candidate, Enqueue, effective_priority, pick_next
+from trainer.queue import (
+    Candidate,
+    Enqueue,
+    Preemption,
+    Running,
+    effective_priority,
+    pick_next,
+    preemption_victim,
+)
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -160,3 +168,52 @@ def test_crashed_runs_are_requeued_then_failed(engine: Engine, tmp_path: Path) -
         version = session.get(ModelVersion, (1, "t"))
     assert kinds.count("io.labelloop.training.failed.v1") == 1
     assert version is not None and version.status == "failed"
+
+
+def running(run: str, priority: int, minutes_ago: float) -> Running:
+    return Running(run, priority, NOW - timedelta(minutes=minutes_ago))
+
+
+def test_conservative_policy_never_preempts() -> None:
+    victim = preemption_victim(
+        Preemption.CONSERVATIVE,
+        [running("low", 3, 5)],
+        [candidate("urgent", 0, 0)],
+        NOW,
+        600,
+        {"busy"},
+    )
+    assert victim is None
+
+
+def test_aggressive_policy_preempts_the_least_urgent_run_for_a_higher_declared_priority() -> None:
+    runs = [running("p1", 1, 10), running("p3-old", 3, 10), running("p3-new", 3, 1)]
+    victim = preemption_victim(
+        Preemption.AGGRESSIVE, runs, [candidate("urgent", 0, 0)], NOW, 600, set()
+    )
+    assert victim is not None and victim.request_id == "p3-new"  # it loses the least work
+
+
+def test_aging_orders_the_queue_but_never_preempts() -> None:
+    # A P3 that waited 40 minutes outranks a running P1 by effective priority (3 - 4 = -1),
+    # yet its declared priority is lower: no preemption, so runs cannot take turns stopping.
+    victim = preemption_victim(
+        Preemption.AGGRESSIVE, [running("p1", 1, 1)], [candidate("old", 3, 40)], NOW, 600, set()
+    )
+    assert victim is None
+    equal = preemption_victim(
+        Preemption.AGGRESSIVE, [running("p1", 1, 1)], [candidate("same", 1, 0)], NOW, 600, set()
+    )
+    assert equal is None
+
+
+def test_a_task_already_training_does_not_preempt_for_its_own_follow_up() -> None:
+    victim = preemption_victim(
+        Preemption.AGGRESSIVE,
+        [running("p3", 3, 1)],
+        [candidate("busy", 0, 0)],
+        NOW,
+        600,
+        {"busy"},
+    )
+    assert victim is None

@@ -102,7 +102,7 @@ class ModelServer:
         if s.triton_enabled:
             from labeler_assist.detectors import TritonDetector
 
-            triton = TritonDetector(f"{s.triton_host}:{s.triton_grpc_port}")
+            triton = TritonDetector(s.triton_grpc_url)
             try:
                 await triton.load(
                     triton_model_name(task_id),

@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 
 from labelloop.config import Settings
 from labelloop.messaging.outbox import Outbox, Transactions
-from labelloop.metrics import QUEUE_DEPTH, QUEUE_WAIT, RUN_DURATION
+from labelloop.metrics import EPOCHS_PER_SECOND, QUEUE_DEPTH, QUEUE_WAIT, RUN_DURATION
 from schemas.events import (
     LabelsSubmitted,
     LabelsThresholdReached,
@@ -34,7 +34,16 @@ from schemas.events import (
 from schemas.topics import Topic
 from trainer.devices import choose_device, visible_gpus
 from trainer.models import ModelVersion, TrainingLabel, TrainingRequest
-from trainer.queue import Candidate, Enqueue, RunStatus, enqueue_decision, pick_next
+from trainer.queue import (
+    Candidate,
+    Enqueue,
+    Preemption,
+    Running,
+    RunStatus,
+    enqueue_decision,
+    pick_next,
+    preemption_victim,
+)
 
 log = logging.getLogger(__name__)
 SOURCE = "/labelloop/trainer"
@@ -136,6 +145,10 @@ class Scheduler:
         self.transactions = transactions
         self.settings = settings
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self.preempting: set[str] = set()
+        self.epochs: dict[str, int] = {}
+        """Planned epochs of each running run (for the epochs/s gauge)."""
         self.poll_s = 0.5
 
     async def run(self) -> None:
@@ -147,11 +160,58 @@ class Scheduler:
                     if request is None:
                         break
                     self.running[request.id] = asyncio.create_task(self._supervise(request))
+                if len(self.running) >= self.settings.trainer_max_concurrent_runs:
+                    await self._maybe_preempt()
                 await asyncio.sleep(self.poll_s)
         finally:
             for task in self.running.values():
                 task.cancel()
             await asyncio.gather(*self.running.values(), return_exceptions=True)
+
+    async def _maybe_preempt(self) -> None:
+        """Aggressive policy: ask the least urgent run to checkpoint and step aside (SIGTERM;
+        the run stops after its current epoch and requeues itself)."""
+        if self.settings.trainer_preemption != Preemption.AGGRESSIVE:
+            return
+        victim = await asyncio.to_thread(self.choose_preemption)
+        process = self.processes.get(victim) if victim else None
+        if victim and process is not None and process.returncode is None:
+            log.info("preempting run %s for a more urgent one", victim)
+            self.preempting.add(victim)
+            process.terminate()
+
+    def choose_preemption(self) -> str | None:
+        """The run of this scheduler to preempt now, recorded with the run it yields to."""
+        with self.transactions.session() as outbox:
+            rows = outbox.session.exec(
+                select(TrainingRequest).where(
+                    col(TrainingRequest.status).in_([RunStatus.QUEUED, RunStatus.RUNNING])
+                )
+            ).all()
+            mine = [
+                r
+                for r in rows
+                if r.status == RunStatus.RUNNING
+                and r.id in self.processes
+                and r.id not in self.preempting
+            ]
+            queued = [
+                Candidate(r.id, r.task_id, r.priority, _aware(r.enqueued_at))
+                for r in rows
+                if r.status == RunStatus.QUEUED
+            ]
+            busy = {r.task_id for r in rows if r.status == RunStatus.RUNNING}
+            running = [Running(r.id, r.priority, _aware(r.started_at or _now())) for r in mine]
+            victim = preemption_victim(
+                Preemption.AGGRESSIVE, running, queued, _now(), self.settings.trainer_aging_s, busy
+            )
+            if victim is None:
+                return None
+            challenger = pick_next(queued, _now(), self.settings.trainer_aging_s, busy)
+            row = next(r for r in mine if r.id == victim.request_id)
+            row.preempted_by = challenger.request_id if challenger else None
+            outbox.session.add(row)
+            return victim.request_id
 
     def recover(self) -> None:
         """Runs left ``running`` by a dead trainer go back to the queue, or fail for good."""
@@ -162,7 +222,7 @@ class Scheduler:
             for request in orphans:
                 if _owner_alive(request.owner) and request.owner != owner_tag():
                     continue
-                if request.attempts >= self.settings.trainer_max_attempts:
+                if _crashes(request) >= self.settings.trainer_max_attempts:
                     fail_run(outbox, request, f"the trainer died during attempt {request.attempts}")
                     continue
                 log.warning(
@@ -206,6 +266,7 @@ class Scheduler:
             request = session.get(TrainingRequest, choice.request_id)
             assert request is not None
             version = _next_version(session, request.task_id)
+            warm = _has_current_model(session, request.task_id)
             request.status, request.owner, request.started_at = (
                 RunStatus.RUNNING,
                 owner_tag(),
@@ -227,7 +288,7 @@ class Scheduler:
                         version=version,
                         device=device,
                         epoch=0,
-                        epochs=self.settings.trainer_epochs,
+                        epochs=planned_epochs(self.settings, warm_start=warm),
                     ),
                     source=SOURCE,
                     key=(request.id, request.attempts, 0),
@@ -245,6 +306,7 @@ class Scheduler:
             device,
             latency,
         )
+        self.epochs[request.id] = planned_epochs(self.settings, warm_start=warm)
         return request
 
     async def _supervise(self, request: TrainingRequest) -> None:
@@ -257,9 +319,12 @@ class Scheduler:
                 request.id,
                 env={**os.environ, **self.settings.as_env()},
             )
+            self.processes[request.id] = process
             code = await process.wait()
             if code != 0:
                 await asyncio.to_thread(self._after_crash, request.id, code)
+            elif request.id in self.epochs:
+                EPOCHS_PER_SECOND.set(self.epochs[request.id] / (time.monotonic() - started))
         except asyncio.CancelledError:
             with contextlib.suppress(ProcessLookupError, UnboundLocalError):
                 process.kill()
@@ -267,13 +332,16 @@ class Scheduler:
         finally:
             RUN_DURATION.observe(time.monotonic() - started)
             self.running.pop(request.id, None)
+            self.epochs.pop(request.id, None)
+            self.processes.pop(request.id, None)
+            self.preempting.discard(request.id)
 
     def _after_crash(self, request_id: str, code: int) -> None:
         with self.transactions.session() as outbox:
             request = outbox.session.get(TrainingRequest, request_id)
             if request is None or request.status != RunStatus.RUNNING:
                 return
-            if request.attempts < self.settings.trainer_max_attempts:
+            if _crashes(request) < self.settings.trainer_max_attempts:
                 log.warning("run %s exited with %d; requeued", request_id, code)
                 request.status, request.owner = RunStatus.QUEUED, None
                 stale = outbox.session.get(ModelVersion, (request.version, request.task_id))
@@ -285,9 +353,28 @@ class Scheduler:
                 fail_run(outbox, request, f"the training process exited with status {code}")
 
 
+def _crashes(request: TrainingRequest) -> int:
+    """Attempts that ended by a crash or a kill: a preempted attempt is not a failure."""
+    return request.attempts - request.preemptions
+
+
 def _aware(moment: datetime) -> datetime:
     """SQLite hands datetimes back naive; they were stored in UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def planned_epochs(settings: Settings, *, warm_start: bool) -> int:
+    """A first model trains from scratch; later ones fine-tune the current one, for fewer."""
+    return settings.trainer_warm_epochs if warm_start else settings.trainer_epochs
+
+
+def _has_current_model(session: Session, task_id: str) -> bool:
+    current = session.exec(
+        select(ModelVersion.version).where(
+            ModelVersion.task_id == task_id, col(ModelVersion.current).is_(True)
+        )
+    ).first()
+    return current is not None
 
 
 def _next_version(session: Session, task_id: str) -> int:

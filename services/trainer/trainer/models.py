@@ -32,6 +32,14 @@ class TrainingRequest(SQLModel, table=True):
     version: int | None = None
     device: str | None = Field(default=None, max_length=32)
     error: str | None = Field(default=None, max_length=2000)
+    checkpoint_key: str | None = Field(
+        default=None, max_length=512, description="A preempted run's last epoch, to resume from."
+    )
+    epochs_done: int = Field(default=0, description="Epochs a preempted run had completed.")
+    preemptions: int = Field(default=0, description="Attempts stopped by preemption, not crashes.")
+    preempted_by: str | None = Field(
+        default=None, max_length=64, description="The run this one is being stopped for."
+    )
 
 
 class TrainingLabel(SQLModel, table=True):

@@ -5,6 +5,12 @@ earliest enqueue. With ``aging_s`` = 600 a P3 request that has waited 20 minutes
 1.0) runs before a P2 request enqueued just now (2.0), and after 30 minutes it ranks with a
 fresh P0, so nothing starves.
 
+Preemption (``LABELLOOP_TRAINER_PREEMPTION``): ``conservative`` (the default) never stops a
+running run. ``aggressive`` checkpoints the running run of the lowest declared priority when the
+run that would start next has a strictly higher *declared* priority, and requeues it to resume
+from that checkpoint. Aging orders the queue but never preempts: two runs could otherwise take
+turns stopping each other.
+
 Coalescing: a task has at most one queued request. Threshold events for a task whose request
 is still queued merge into it; events arriving while its run trains create one follow-up.
 """
@@ -51,6 +57,37 @@ def pick_next(
             c.enqueued_at,
         ),
     )
+
+
+class Preemption(StrEnum):
+    CONSERVATIVE = "conservative"
+    AGGRESSIVE = "aggressive"
+
+
+@dataclass(frozen=True)
+class Running:
+    request_id: str
+    priority: int
+    started_at: datetime
+
+
+def preemption_victim(
+    policy: Preemption,
+    running: Sequence[Running],
+    queued: Sequence[Candidate],
+    now: datetime,
+    aging_s: float,
+    busy_tasks: set[str],
+) -> Running | None:
+    """The run to checkpoint and requeue so that a more urgent one can start, if any."""
+    if policy is Preemption.CONSERVATIVE or not running:
+        return None
+    challenger = pick_next(queued, now, aging_s, busy_tasks)
+    if challenger is None:
+        return None
+    # The least urgent run, and of those the one that started last (it loses the least).
+    victim = max(running, key=lambda r: (r.priority, r.started_at))
+    return victim if challenger.priority < victim.priority else None
 
 
 class Enqueue(StrEnum):

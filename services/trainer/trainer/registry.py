@@ -22,6 +22,11 @@ def onnx_key(task_id: str, version: int) -> str:
     return version_prefix(task_id, version) + "model.onnx"
 
 
+def checkpoint_key(task_id: str, run_id: str) -> str:
+    """Where a preempted run's last epoch waits to be resumed (any trainer pod can resume it)."""
+    return f"checkpoints/{task_id}/{run_id}/last.pt"
+
+
 def register(
     store: ObjectStore,
     task_id: str,

@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from sqlmodel import Session, col, select
 
 from labelloop import __version__
-from labelloop.config import get_settings
+from labelloop.config import Settings, get_settings
 from labelloop.db import get_engine
 from labelloop.messaging.outbox import Transactions
 from labelloop.storage import ObjectStore
@@ -34,14 +39,16 @@ from schemas.events import (
     ModelPublishedData,
     ModelRejected,
     ModelRejectedData,
+    TrainingPreempted,
+    TrainingPreemptedData,
     TrainingStarted,
     TrainingStartedData,
 )
 from schemas.topics import Topic
-from trainer.handlers import SOURCE, fail_run
+from trainer.handlers import SOURCE, fail_run, planned_epochs
 from trainer.models import ModelVersion, TrainingLabel, TrainingRequest
 from trainer.queue import RunStatus
-from trainer.registry import fetch_weights, onnx_key, register
+from trainer.registry import checkpoint_key, fetch_weights, onnx_key, register
 
 log = logging.getLogger("trainer.run")
 SEED = 0
@@ -61,9 +68,31 @@ def _code_version() -> str:
     return f"{__version__}+{commit}" if commit else __version__
 
 
-def main(request_id: str) -> None:
-    from trainer import training
+def _die_with_parent() -> None:
+    """A run belongs to the scheduler that started it: if the trainer dies (kill -9), the run
+    dies too (Linux ``PR_SET_PDEATHSIG``) instead of finishing a version that the restarted
+    trainer has already requeued."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
 
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before the call
+        os._exit(1)
+
+
+def _still_mine(request: TrainingRequest | None, attempt: int) -> bool:
+    """Whether this process's attempt still owns the run (a fence against a stale process)."""
+    return (
+        request is not None and request.status == RunStatus.RUNNING and request.attempts == attempt
+    )
+
+
+def main(request_id: str) -> None:
+    _die_with_parent()
+    stop_requested = threading.Event()  # SIGTERM: checkpoint after this epoch (preemption)
+    signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
     settings = get_settings()
     engine = get_engine(settings.database_url)
     transactions = Transactions(engine, settings.topic)  # the service's relay publishes
@@ -83,116 +112,208 @@ def main(request_id: str) -> None:
             )
         ).first()
     assert task is not None
-    version, device = request.version, request.device or "cpu"
-    workdir = settings.trainer_work_dir / task.id / f"v{version}-a{request.attempts}"
+    attempt = request.attempts
+    workdir = settings.trainer_work_dir / task.id / f"v{request.version}-a{attempt}"
     shutil.rmtree(workdir, ignore_errors=True)
-    started = time.monotonic()
     try:
-        items = []
-        for row in labels:
-            image = store.get_bytes(f"tasks/{task.id}/data/{row.frame}")
-            width, height = Image.open(io.BytesIO(image)).size
-            items.append(
-                training.LabeledFrame(
-                    name=row.frame,
-                    image=image,
-                    width=width,
-                    height=height,
-                    boxes=[(b["label"], b["x"], b["y"], b["w"], b["h"]) for b in row.boxes],
-                )
-            )
-        dataset = training.write_dataset(workdir / "data", items, list(task.labels), seed=SEED)
-        base = None
-        if current is not None:
-            base = fetch_weights(store, task.id, current.version, workdir / "base.pt")
-        epochs = settings.trainer_warm_epochs if base else settings.trainer_epochs
-
-        def on_epoch(epoch: int, total: int) -> None:
-            with transactions.session() as outbox:
-                outbox.emit(
-                    TrainingStarted.create(
-                        TrainingStartedData(
-                            task_id=task.id,
-                            run_id=request.id,
-                            version=version,
-                            device=device,
-                            epoch=epoch,
-                            epochs=total,
-                        ),
-                        source=SOURCE,
-                        key=(request.id, request.attempts, epoch),
-                        taskid=task.id,
-                    ),
-                    Topic.TRAINER_EVENTS,
-                )
-
-        outcome = training.train(
-            dataset,
-            base_weights=base,
-            out_dir=workdir / "train",
-            epochs=epochs,
-            imgsz=settings.model_imgsz,
-            seed=SEED,
-            device=device,
-            on_epoch=on_epoch,
-        )
-        metrics = training.evaluate(
-            outcome.weights,
-            dataset,
-            imgsz=settings.model_imgsz,
-            conf=settings.serve_conf,
-            device=device,
-        )
-        current_metrics = None
-        if base is not None:  # the incumbent, judged on the same split
-            current_metrics = training.evaluate(
-                base,
-                dataset,
-                imgsz=settings.model_imgsz,
-                conf=settings.serve_conf,
-                device=device,
-            )
-        reason = _gate(
-            metrics, current_metrics, settings.trainer_min_recall, settings.trainer_min_precision
-        )
-        run: dict[str, Any] = {
-            "run_id": request.id,
-            "task_id": task.id,
-            "version": version,
-            "hyperparameters": {
-                "epochs": epochs,
-                "imgsz": settings.model_imgsz,
-                "warm_start_from": current.version if current else None,
-                "serve_conf": settings.serve_conf,
-            },
-            "seed": SEED,
-            "dataset": asdict(dataset) | {"root": str(dataset.root)},
-            "code_version": _code_version(),
-            "device": device,
-            "duration_s": round(time.monotonic() - started, 1),
-            "finished_at": datetime.now(UTC).isoformat(),
-        }
-        metric_values = _metric_dict(metrics)
-        if reason is None:
-            onnx = training.export_onnx(outcome.weights, imgsz=settings.model_imgsz)
-            register(
-                store,
-                task.id,
-                version,
-                metrics=metric_values,
-                run=run,
-                onnx=onnx,
-                weights=outcome.weights,
-            )
-        else:
-            register(store, task.id, version, metrics=metric_values, run=run)
-        _finish(transactions, request_id, metric_values, current_metrics, reason)
+        _run(settings, store, transactions, request, task, labels, current, workdir, stop_requested)
     except Exception as error:  # every failure is reported, with its cause
         log.exception("run %s failed", request_id)
         with transactions.session() as outbox:
             failing = outbox.session.get(TrainingRequest, request_id)
-            assert failing is not None
-            fail_run(outbox, failing, f"{type(error).__name__}: {error}")
+            if _still_mine(failing, attempt):
+                assert failing is not None
+                fail_run(outbox, failing, f"{type(error).__name__}: {error}")
+
+
+def _run(
+    settings: Settings,
+    store: ObjectStore,
+    transactions: Transactions,
+    request: TrainingRequest,
+    task: Task,
+    labels: Sequence[TrainingLabel],
+    current: ModelVersion | None,
+    workdir: Path,
+    stop_requested: threading.Event,
+) -> None:
+    """Snapshot, train (or resume), evaluate, gate, export, register and announce."""
+    from trainer import training
+
+    assert request.version is not None
+    version, device, attempt = request.version, request.device or "cpu", request.attempts
+    started = time.monotonic()
+    dataset = _snapshot(store, task, labels, workdir / "data")
+    incumbent = None
+    if current is not None:
+        incumbent = fetch_weights(store, task.id, current.version, workdir / "base.pt")
+    epochs = planned_epochs(settings, warm_start=incumbent is not None)
+    start_from, done_before = incumbent, 0
+    if request.checkpoint_key:  # a preempted run resumes from its last epoch
+        start_from = workdir / "resume.pt"
+        start_from.write_bytes(store.get_bytes(request.checkpoint_key))
+        done_before = min(request.epochs_done, epochs - 1)
+
+    on_epoch = _progress(transactions, request, attempt, device, done_before)
+    try:
+        outcome = training.train(
+            dataset,
+            base_weights=start_from,
+            out_dir=workdir / "train",
+            epochs=epochs - done_before,
+            imgsz=settings.model_imgsz,
+            seed=SEED,
+            device=device,
+            on_epoch=on_epoch,
+            should_stop=stop_requested.is_set,
+        )
+    except training.TrainingStopped as stopped:
+        done = done_before + stopped.epochs_done
+        _requeue_preempted(transactions, store, request.id, attempt, done, epochs, stopped)
+        return
+
+    def evaluate(weights: Path) -> Any:  # at the serving confidence, on the val split
+        conf = settings.serve_conf
+        return training.evaluate(
+            weights, dataset, imgsz=settings.model_imgsz, conf=conf, device=device
+        )
+
+    metrics = evaluate(outcome.weights)
+    current_metrics = evaluate(incumbent) if incumbent is not None else None
+    reason = _gate(
+        metrics, current_metrics, settings.trainer_min_recall, settings.trainer_min_precision
+    )
+    run: dict[str, Any] = {
+        "run_id": request.id,
+        "task_id": task.id,
+        "version": version,
+        "hyperparameters": {
+            "epochs": epochs,
+            "imgsz": settings.model_imgsz,
+            "warm_start_from": current.version if current else None,
+            "resumed_after_epoch": done_before or None,
+            "serve_conf": settings.serve_conf,
+        },
+        "seed": SEED,
+        "dataset": asdict(dataset) | {"root": str(dataset.root)},
+        "code_version": _code_version(),
+        "device": device,
+        "duration_s": round(time.monotonic() - started, 1),
+        "finished_at": datetime.now(UTC).isoformat(),
+    }
+    metric_values = _metric_dict(metrics)
+    if reason is None:
+        onnx = training.export_onnx(outcome.weights, imgsz=settings.model_imgsz)
+        register(
+            store,
+            task.id,
+            version,
+            metrics=metric_values,
+            run=run,
+            onnx=onnx,
+            weights=outcome.weights,
+        )
+    else:
+        register(store, task.id, version, metrics=metric_values, run=run)
+    _finish(transactions, request.id, attempt, metric_values, current_metrics, reason)
+
+
+def _progress(
+    transactions: Transactions,
+    request: TrainingRequest,
+    attempt: int,
+    device: str,
+    done_before: int,
+) -> Callable[[int, int], None]:
+    """Announce each finished epoch (``training.started`` with its progress)."""
+    assert request.version is not None
+    version = request.version
+
+    def on_epoch(epoch: int, total: int) -> None:
+        with transactions.session() as outbox:
+            outbox.emit(
+                TrainingStarted.create(
+                    TrainingStartedData(
+                        task_id=request.task_id,
+                        run_id=request.id,
+                        version=version,
+                        device=device,
+                        epoch=done_before + epoch,
+                        epochs=done_before + total,
+                    ),
+                    source=SOURCE,
+                    key=(request.id, attempt, epoch),
+                    taskid=request.task_id,
+                ),
+                Topic.TRAINER_EVENTS,
+            )
+
+    return on_epoch
+
+
+def _snapshot(store: ObjectStore, task: Task, labels: Sequence[TrainingLabel], folder: Path) -> Any:
+    """The task's labeled frames (object store) and labels (the trainer's copy) in YOLO format."""
+    from trainer import training
+
+    items = []
+    for row in labels:
+        image = store.get_bytes(f"tasks/{task.id}/data/{row.frame}")
+        width, height = Image.open(io.BytesIO(image)).size
+        items.append(
+            training.LabeledFrame(
+                name=row.frame,
+                image=image,
+                width=width,
+                height=height,
+                boxes=[(b["label"], b["x"], b["y"], b["w"], b["h"]) for b in row.boxes],
+            )
+        )
+    return training.write_dataset(folder, items, list(task.labels), seed=SEED)
+
+
+def _requeue_preempted(
+    transactions: Transactions,
+    store: ObjectStore,
+    request_id: str,
+    attempt: int,
+    epochs_done: int,
+    epochs: int,
+    stopped: Any,
+) -> None:
+    """Keep the checkpoint, put the run back in the queue to resume from it, and say so."""
+    with transactions.session() as outbox:
+        request = outbox.session.get(TrainingRequest, request_id)
+        if not _still_mine(request, attempt):
+            return
+        assert request is not None and request.version is not None
+        key = checkpoint_key(request.task_id, request.id)
+        store.put_bytes(key, stopped.checkpoint.read_bytes())
+        outbox.emit(
+            TrainingPreempted.create(
+                TrainingPreemptedData(
+                    task_id=request.task_id,
+                    run_id=request.id,
+                    version=request.version,
+                    epochs_done=epochs_done,
+                    epochs=epochs,
+                    checkpoint_key=key,
+                    preempted_by=request.preempted_by or "",
+                ),
+                source=SOURCE,
+                key=(request.id, attempt, "preempted"),
+                taskid=request.task_id,
+            ),
+            Topic.TRAINER_EVENTS,
+        )
+        stale = outbox.session.get(ModelVersion, (request.version, request.task_id))
+        if stale is not None:
+            outbox.session.delete(stale)
+        request.status, request.owner, request.version = RunStatus.QUEUED, None, None
+        request.checkpoint_key, request.epochs_done = key, epochs_done
+        request.preemptions += 1
+        request.preempted_by = None
+        outbox.session.add(request)
+    log.info("run %s preempted after %d of %d epochs; requeued", request_id, epochs_done, epochs)
 
 
 def _metric_dict(metrics: Any) -> dict[str, float]:
@@ -214,6 +335,7 @@ def _gate(metrics: Any, current: Any, min_recall: float, min_precision: float) -
 def _finish(
     transactions: Transactions,
     request_id: str,
+    attempt: int,
     metrics: dict[str, float],
     current_metrics: Any,
     reason: str | None,
@@ -221,6 +343,9 @@ def _finish(
     with transactions.session() as outbox:
         session = outbox.session
         request = session.get(TrainingRequest, request_id)
+        if not _still_mine(request, attempt):
+            log.warning("run %s: attempt %d no longer owns it; result dropped", request_id, attempt)
+            return
         assert request is not None and request.version is not None
         version = session.get(ModelVersion, (request.version, request.task_id))
         assert version is not None
@@ -272,6 +397,7 @@ def _finish(
             )
         session.add(version)
         request.status, request.finished_at = RunStatus.DONE, datetime.now(UTC)
+        request.checkpoint_key = None
         session.add(request)
 
 

@@ -1,0 +1,104 @@
+"""The model-in-the-loop, on the real stack: labels → threshold → training → ONNX → Triton →
+pre-annotations on the frames nobody labeled, and never on another task's frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labelloop.client import LabelloopClient
+from labelloop.synthetic import Box, write_synthetic_frames
+from tests.integration.harness import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.training]
+
+LABELED, HELD_OUT = 40, 12
+PUBLISHED = "io.labelloop.model.published.v1"
+STARTED = "io.labelloop.training.started.v1"
+
+
+def iou(a: dict, b: Box) -> float:
+    ax2, ay2, bx2, by2 = a["x"] + a["w"], a["y"] + a["h"], b.x + b.w, b.y + b.h
+    inter_w = max(0.0, min(ax2, bx2) - max(a["x"], b.x))
+    inter_h = max(0.0, min(ay2, by2) - max(a["y"], b.y))
+    inter = inter_w * inter_h
+    return inter / (a["w"] * a["h"] + b.w * b.h - inter)
+
+
+def events(client: LabelloopClient, task_id: str, kind: str) -> list[dict]:
+    return [e for e in client.request("GET", f"/api/tasks/{task_id}/events") if e["type"] == kind]
+
+
+def test_labels_train_a_model_that_preannotates_the_rest(
+    client: LabelloopClient, tmp_path: Path
+) -> None:
+    truth = write_synthetic_frames(tmp_path / "a", range(LABELED + HELD_OUT))
+    task_a = client.create_task(
+        "loop",
+        ["box"],
+        sorted((tmp_path / "a").iterdir()),
+        label_threshold=LABELED,
+        priority=0,
+        timeout_s=120,
+    )
+    write_synthetic_frames(tmp_path / "b", range(100, 110))
+    task_b = client.create_task(
+        "other", ["box"], sorted((tmp_path / "b").iterdir()), label_threshold=LABELED, timeout_s=120
+    )
+    [job] = task_a.jobs
+    labeled = job["frames"][:LABELED]
+    client.request(
+        "PUT",
+        f"/api/jobs/{job['id']}/annotations",
+        json={
+            "frames": [
+                {
+                    "frame": name,
+                    "boxes": [
+                        {"label": b.label, "x": b.x, "y": b.y, "w": b.w, "h": b.h}
+                        for b in truth[name]
+                    ],
+                }
+                for name in labeled
+            ]
+        },
+    )
+
+    task_id = task_a.task["id"]
+    assert wait_until(lambda: events(client, task_id, PUBLISHED), timeout_s=900, interval_s=2), (
+        client.request("GET", f"/api/tasks/{task_id}/events")[-3:]
+    )
+    progress = [e["data"]["epoch"] for e in events(client, task_id, STARTED)]
+    assert progress[0] == 0 and max(progress) >= 1, "training reports progress per epoch"
+    [model] = client.request("GET", f"/api/tasks/{task_id}/models")
+    assert model["status"] == "published" and model["current"] and model["version"] == 1
+    assert model["metrics"]["map50"] > 0.5
+
+    held_out = [name for name in job["frames"] if name not in labeled]
+
+    def preannotated() -> list[dict]:
+        return client.request("GET", f"/api/jobs/{job['id']}/preannotations")["frames"]
+
+    assert wait_until(lambda: len(preannotated()) == HELD_OUT, timeout_s=120)
+    frames = {f["frame"]: f for f in preannotated()}
+    assert set(frames) == set(held_out), "labeled frames are not pre-annotated"
+    found = total = 0
+    for name in held_out:
+        assert frames[name]["model_version"] == 1
+        for box in truth[name]:
+            total += 1
+            found += any(
+                p["label"] == "box" and p["score"] >= 0.25 and iou(p, box) >= 0.5
+                for p in frames[name]["boxes"]
+            )
+    assert found / total >= 0.8, f"recall on held-out frames {found}/{total}"
+    ready_type = "io.labelloop.preannotation.ready.v1"
+    assert wait_until(lambda: len(events(client, task_id, ready_type)) == HELD_OUT)
+    ready = events(client, task_id, ready_type)
+    assert len(ready) == HELD_OUT and {e["data"]["backend"] for e in ready} == {"triton"}
+
+    # task isolation: task B has no model, so nothing of A's ever reaches B's frames
+    [job_b] = task_b.jobs
+    assert client.request("GET", f"/api/jobs/{job_b['id']}/preannotations")["frames"] == []
+    assert client.request("GET", f"/api/tasks/{task_b.task['id']}/models") == []
