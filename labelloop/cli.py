@@ -229,6 +229,87 @@ def db_revision(message: Annotated[str, typer.Option("--message", "-m")]) -> Non
     console.log(f"wrote {revision(message)}")
 
 
+token_app = typer.Typer(help="API tokens with roles.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="Who will hold it.")],
+    role: Annotated[str, typer.Option(help="admin, annotator or auditor.")],
+    task: Annotated[
+        list[str] | None, typer.Option(help="Limit it to this task (repeat for more).")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Issue a token (printed once on stdout); the same as `POST /api/tokens`."""
+    from sqlmodel import Session
+
+    from labelloop.auth import Role, issue_token
+    from labelloop.db import create_tables, get_engine
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        console.print(f"[red]unknown role {role!r}[/red] (admin, annotator or auditor)")
+        raise typer.Exit(2) from None
+    if chosen is Role.ADMIN and task:
+        console.print("[red]an admin token cannot be limited to tasks[/red]")
+        raise typer.Exit(2)
+    engine = get_engine(database_url or get_settings().database_url)
+    create_tables(engine)
+    with Session(engine) as session:
+        row, token = issue_token(session, name, chosen, task or None)
+    console.print(f"{row.id}: {row.role} token for {row.name}")
+    typer.echo(token)
+
+
+audit_app = typer.Typer(help="Audits: state and timelines from the events.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("task")
+def audit_task(
+    task_id: str,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db", help="Database URL (default: LABELLOOP_DATABASE_URL), e.g. a replay's."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The whole document as JSON.")] = False,
+) -> None:
+    """A task's state and timeline: frames, who labeled what, which model pre-annotated what."""
+    from labelloop.audit import UnknownTask, task_audit
+    from labelloop.db import get_engine
+
+    try:
+        document = task_audit(get_engine(db or get_settings().database_url), task_id)
+    except UnknownTask as unknown:
+        console.print(f"[red]{unknown}[/red]")
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(document, indent=2))
+        return
+    task = document["task"]
+    console.print(
+        f"task {task['id']} {task['name']!r} by {task['created_by']}: "
+        f"{len(document['frames'])} frames, {len(document['jobs'])} jobs, "
+        f"{len(document['annotations'])} labeled, {len(document['models'])} model versions, "
+        f"{len(document['webhook_deliveries'])} webhook deliveries"
+    )
+    table = Table("seq", "time", "type", "subject", "caused by", title="timeline")
+    for event in document["events"]:
+        table.add_row(
+            str(event["seq"]),
+            event["time"],
+            event["type"].removeprefix("io.labelloop."),
+            event["subject"] or "",
+            (event["causationid"] or "")[:12],
+        )
+    Console().print(table)
+
+
 def main() -> None:
     logging.basicConfig(
         level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

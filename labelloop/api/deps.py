@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
+from labelloop.auth import Principal, Role, principal_for
 from labelloop.runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>`")
@@ -32,18 +32,12 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling."""
-
-    name: str
-    role: str
-
-
 def current_principal(
     runtime: RuntimeDep,
+    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """The caller: the settings' admin token, or an issued API token (see labelloop.auth)."""
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -51,10 +45,38 @@ def current_principal(
             headers={"WWW-Authenticate": "Bearer"},
         )
     if hmac.compare_digest(credentials.credentials.encode(), runtime.settings.admin_token.encode()):
-        return Principal(name="admin", role="admin")
-    raise HTTPException(
-        status.HTTP_401_UNAUTHORIZED, "invalid token", headers={"WWW-Authenticate": "Bearer"}
-    )
+        return Principal(name="admin", role=Role.ADMIN)
+    principal = principal_for(session, credentials.credentials)
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "invalid token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def require_admin(principal: PrincipalDep) -> Principal:
+    if principal.role is not Role.ADMIN:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"needs the admin role ({principal.role})")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+def task_not_found(task_id: str) -> HTTPException:
+    """A missing task and one the caller may not see answer alike (no existence probing)."""
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id}")
+
+
+def check_read(principal: Principal, task_id: str) -> None:
+    if not principal.can_read(task_id):
+        raise task_not_found(task_id)
+
+
+def check_label(principal: Principal, task_id: str) -> None:
+    check_read(principal, task_id)
+    if not principal.can_label(task_id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"the {principal.role} role cannot label")

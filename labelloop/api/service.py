@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from fastapi import APIRouter
 from sqlmodel import Session
 
-from labelloop.api.tasks import router
+from labelloop.api import tasks, tokens
 from labelloop.messaging.broker import consumer_options
 from labelloop.runtime import Runtime
 from labelloop.timeline import record_event
@@ -15,6 +16,10 @@ CONSUMER_GROUP = "labelloop-timeline"
 TOPICS = PROJECT_TOPICS
 
 __all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
+
+router = APIRouter()
+router.include_router(tasks.router)
+router.include_router(tokens.router)
 
 AnyEvent = event_union(*PROJECT_TOPICS)
 

@@ -7,11 +7,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import StreamingResponse
 from sqlmodel import Session
 
-from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from labelloop.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep, task_not_found
+from labelloop.auth import Principal
 from labelloop.tasks import Task, TaskCreate, TaskPublic, new_task_id, task_created_event
 from labelloop.timeline import task_events
 from schemas.topics import Topic
@@ -23,7 +24,7 @@ SSE_KEEPALIVE_S = 15.0
 
 
 @router.post("/tasks", status_code=status.HTTP_201_CREATED)
-def create_task(body: TaskCreate, runtime: RuntimeDep, principal: PrincipalDep) -> TaskPublic:
+def create_task(body: TaskCreate, runtime: RuntimeDep, principal: AdminDep) -> TaskPublic:
     """Create a task; put frames under ``upload_prefix`` and the manifest at ``manifest_key``."""
     task = Task(**body.model_dump(), id=new_task_id(), created_by=principal.name)
     with runtime.transactions.session() as outbox:
@@ -32,16 +33,17 @@ def create_task(body: TaskCreate, runtime: RuntimeDep, principal: PrincipalDep) 
     return TaskPublic.of(task)
 
 
-def require_task(session: Session, task_id: str) -> Task:
+def require_task(session: Session, task_id: str, principal: Principal) -> Task:
+    """The task, if it exists and the caller may see it; else 404 either way."""
     task = session.get(Task, task_id)
-    if task is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id}")
+    if task is None or not principal.can_read(task_id):
+        raise task_not_found(task_id)
     return task
 
 
 @router.get("/tasks/{task_id}")
-def read_task(task_id: str, session: SessionDep, _: PrincipalDep) -> TaskPublic:
-    return TaskPublic.of(require_task(session, task_id))
+def read_task(task_id: str, session: SessionDep, principal: PrincipalDep) -> TaskPublic:
+    return TaskPublic.of(require_task(session, task_id, principal))
 
 
 @router.get(
@@ -54,13 +56,13 @@ async def task_timeline(
     request: Request,
     runtime: RuntimeDep,
     session: SessionDep,
-    _: PrincipalDep,
+    principal: PrincipalDep,
     until: Annotated[
         str | None, Query(description="SSE: end the stream after an event of this type.")
     ] = None,
     last_event_id: Annotated[int | None, Header()] = None,
 ) -> Any:
-    require_task(session, task_id)
+    require_task(session, task_id, principal)
     if "text/event-stream" not in request.headers.get("accept", ""):
         return [json.loads(record.document) for record in task_events(session, task_id)]
     return StreamingResponse(

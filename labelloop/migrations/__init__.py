@@ -23,8 +23,14 @@ from sqlmodel import SQLModel
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 
-CORE_MODEL_MODULES = ("labelloop.tasks", "labelloop.timeline", "labelloop.messaging.outbox")
-"""The common core's tables: tasks, the event log, the outbox and processed-message log."""
+CORE_MODEL_MODULES = (
+    "labelloop.tasks",
+    "labelloop.timeline",
+    "labelloop.messaging.outbox",
+    "labelloop.auth",
+)
+"""The common core's tables: tasks, the event log, the outbox and processed-message log, API
+tokens."""
 
 
 def model_modules() -> list[str]:
@@ -40,10 +46,32 @@ def model_modules() -> list[str]:
 
 
 def target_metadata() -> MetaData:
-    """SQLModel's metadata once every model module is imported: what the migrations build."""
-    for module in model_modules():
+    """The tables labelloop's model modules declare: what the migrations build.
+
+    Only those: any other SQLModel table that shares the process (a test's probe table, a
+    plugin's) stays out of the migrations.
+    """
+    modules = model_modules()
+    for module in modules:
         importlib.import_module(module)
-    return SQLModel.metadata
+    declared = {
+        cls.__table__.name
+        for cls in _subclasses(SQLModel)
+        if cls.__module__ in modules and hasattr(cls, "__table__")
+    }
+    metadata = MetaData()
+    for name, table in SQLModel.metadata.tables.items():
+        if name in declared:
+            table.to_metadata(metadata)
+    return metadata
+
+
+def _subclasses(cls: type) -> list[type]:
+    found: list[type] = []
+    sub: type
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
 
 
 def alembic_config(database_url: str) -> Config:

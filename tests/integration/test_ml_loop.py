@@ -3,13 +3,18 @@ pre-annotations on the frames nobody labeled, and never on another task's frames
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from labelloop.audit import UnknownTask, task_audit
 from labelloop.client import LabelloopClient
+from labelloop.db import get_engine
 from labelloop.synthetic import Box, write_synthetic_frames
-from tests.integration.harness import wait_until
+from tests.integration.harness import ApiServer, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.training]
 
@@ -31,7 +36,7 @@ def events(client: LabelloopClient, task_id: str, kind: str) -> list[dict]:
 
 
 def test_labels_train_a_model_that_preannotates_the_rest(
-    client: LabelloopClient, tmp_path: Path
+    client: LabelloopClient, api: ApiServer, tmp_path: Path
 ) -> None:
     truth = write_synthetic_frames(tmp_path / "a", range(LABELED + HELD_OUT))
     task_a = client.create_task(
@@ -102,3 +107,34 @@ def test_labels_train_a_model_that_preannotates_the_rest(
     [job_b] = task_b.jobs
     assert client.request("GET", f"/api/jobs/{job_b['id']}/preannotations")["frames"] == []
     assert client.request("GET", f"/api/tasks/{task_b.task['id']}/models") == []
+
+    # the audit: who labeled which frame, which model version pre-annotated which frame
+    audit = task_audit(get_engine(api.settings.database_url), task_id)
+    assert audit["task"]["id"] == task_id and audit["task"]["created_by"] == "admin"
+    assert {a["frame"] for a in audit["annotations"]} == set(labeled)
+    assert {a["submitted_by"] for a in audit["annotations"]} == {"admin"}
+    assert {(p["frame"], p["model_version"]) for p in audit["preannotations"]} == {
+        (name, 1) for name in held_out
+    }
+    assert [(m["version"], m["status"]) for m in audit["models"]] == [(1, "published")]
+    by_id = {e["id"]: e for e in audit["events"]}
+    published = next(e for e in audit["events"] if e["type"] == PUBLISHED)
+    for event in audit["events"]:
+        if event["type"] == ready_type:
+            assert by_id[event["causationid"]]["type"] in {PUBLISHED, "io.labelloop.job.created.v1"}
+    assert any(
+        e["type"] == ready_type and e["causationid"] == published["id"] for e in audit["events"]
+    ), "pre-annotations link to the model.published event that caused them"
+    with pytest.raises(UnknownTask):
+        task_audit(get_engine(api.settings.database_url), "no-such-task")
+    command = ["audit", "task", task_id, "--json", "--db", api.settings.database_url]
+    printed = subprocess.run(
+        [sys.executable, "-m", "labelloop", *command],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    document = json.loads(printed.stdout)
+    assert document["task"] == audit["task"] and document["models"] == audit["models"]
+    assert [e["id"] for e in document["events"]][: len(audit["events"])] == list(by_id)

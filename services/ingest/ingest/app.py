@@ -10,7 +10,7 @@ from sqlmodel import select
 
 from ingest.handlers import IngestDeps, handle_storage_event
 from ingest.models import Frame, FramePublic, TaskIngest
-from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from labelloop.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep
 from labelloop.api.tasks import require_task
 from labelloop.messaging.broker import consumer_options
 from labelloop.runtime import Runtime
@@ -64,10 +64,10 @@ class IngestStatus(BaseModel):
 
 @router.post("/tasks/{task_id}/uploads")
 def presign_uploads(
-    task_id: str, body: UploadRequest, runtime: RuntimeDep, session: SessionDep, _: PrincipalDep
+    task_id: str, body: UploadRequest, runtime: RuntimeDep, session: SessionDep, admin: AdminDep
 ) -> UploadUrls:
     """Presigned PUT URLs for a task's frames and manifest (upload straight to the store)."""
-    require_task(session, task_id)
+    require_task(session, task_id, admin)
     expires = timedelta(hours=1)
     client, bucket = runtime.store.client, runtime.store.bucket
     for name in body.files:
@@ -86,9 +86,9 @@ def presign_uploads(
 
 
 @router.get("/tasks/{task_id}/frames")
-def task_frames(task_id: str, session: SessionDep, _: PrincipalDep) -> IngestStatus:
+def task_frames(task_id: str, session: SessionDep, principal: PrincipalDep) -> IngestStatus:
     """Each received frame's outcome (processed, or rejected with a reason)."""
-    require_task(session, task_id)
+    require_task(session, task_id, principal)
     frames = list(session.exec(select(Frame).where(Frame.task_id == task_id)))
     ingest = session.get(TaskIngest, task_id)
     return IngestStatus(

@@ -39,17 +39,17 @@ def register(runtime: Runtime) -> None:
 
 
 @router.get("/tasks/{task_id}/jobs")
-def task_jobs(task_id: str, session: SessionDep, _: PrincipalDep) -> list[JobPublic]:
+def task_jobs(task_id: str, session: SessionDep, principal: PrincipalDep) -> list[JobPublic]:
     """The task's jobs, in frame order; empty until ``task.jobs-ready``."""
-    require_task(session, task_id)
+    require_task(session, task_id, principal)
     jobs = session.exec(select(Job).where(Job.task_id == task_id)).all()
     ordered = sorted(jobs, key=lambda job: (job.start_frame, natural_key(job.id)))
     return [JobPublic.model_validate(job, from_attributes=True) for job in ordered]
 
 
 @router.get("/jobs/{job_id}")
-def read_job(job_id: str, session: SessionDep, _: PrincipalDep) -> JobPublic:
+def read_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPublic:
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or not principal.can_read(job.task_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
     return JobPublic.model_validate(job, from_attributes=True)

@@ -18,7 +18,8 @@ from labeler_assist.handlers import (
 )
 from labeler_assist.models import Annotation, AssistFrame, AssistJob, Preannotation
 from labeler_assist.serving import ModelServer
-from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep, check_label
+from labelloop.auth import Role
 from labelloop.messaging.broker import consumer_options
 from labelloop.runtime import Runtime
 from labelloop.tasks import Task
@@ -46,7 +47,9 @@ def register(runtime: Runtime) -> None:
         elif isinstance(event, JobCreated):
             await asyncio.to_thread(remember_job, event, runtime.transactions)
             if not runtime.replaying:
-                await server.preannotate(event.data.task_id, event.data.frames, event.data.job_id)
+                await server.preannotate(
+                    event.data.task_id, event.data.frames, event.data.job_id, cause=event
+                )
         elif isinstance(event, ModelPublished) and not runtime.replaying:
             with Session(runtime.engine) as session:
                 task = session.get(Task, event.data.task_id)
@@ -56,7 +59,7 @@ def register(runtime: Runtime) -> None:
             if task is None:
                 return
             await server.load(task.id, event.data.version, event.data.onnx_key, list(task.labels))
-            await server.preannotate(task.id, list(frames))
+            await server.preannotate(task.id, list(frames), cause=event)
 
 
 class JobAnnotations(BaseModel):
@@ -67,9 +70,20 @@ class JobAnnotations(BaseModel):
 
 @router.put("/jobs/{job_id}/annotations")
 def put_annotations(
-    job_id: str, body: JobAnnotations, runtime: RuntimeDep, principal: PrincipalDep
+    job_id: str,
+    body: JobAnnotations,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    principal: PrincipalDep,
 ) -> JobAnnotations:
     """Save labels for frames of a job (each frame's boxes replace its previous ones)."""
+    known = session.get(AssistJob, job_id)
+    if known is not None:  # an unknown job writes nothing: 404, or 409 while in flight
+        if not principal.can_read(known.task_id):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
+        check_label(principal, known.task_id)
+    elif principal.role is not Role.ADMIN and principal.role is not Role.ANNOTATOR:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"the {principal.role} role cannot label")
     try:
         with runtime.transactions.session() as outbox:
             submit_labels(outbox, job_id, body.frames, principal.name)
@@ -85,10 +99,10 @@ def put_annotations(
 
 
 @router.get("/jobs/{job_id}/annotations")
-def get_annotations(job_id: str, session: SessionDep, _: PrincipalDep) -> JobAnnotations:
+def get_annotations(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobAnnotations:
     """The job's labeled frames, in the job's frame order."""
     job = session.get(AssistJob, job_id)
-    if job is None:
+    if job is None or not principal.can_read(job.task_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
     rows = session.exec(
         select(Annotation).where(
@@ -126,10 +140,12 @@ class JobPreannotations(BaseModel):
 
 
 @router.get("/jobs/{job_id}/preannotations")
-def get_preannotations(job_id: str, session: SessionDep, _: PrincipalDep) -> JobPreannotations:
+def get_preannotations(
+    job_id: str, session: SessionDep, principal: PrincipalDep
+) -> JobPreannotations:
     """Each frame's boxes from the newest model version that pre-annotated it."""
     job = session.get(AssistJob, job_id)
-    if job is None:
+    if job is None or not principal.can_read(job.task_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
     rows = session.exec(
         select(Preannotation).where(

@@ -19,6 +19,7 @@ from labelloop.config import Settings
 from labelloop.messaging.outbox import Transactions
 from labelloop.metrics import INFERENCE_LATENCY
 from labelloop.storage import ObjectStore
+from schemas.envelope import CloudEvent
 from schemas.events import PreannotationReady, PreannotationReadyData
 from schemas.topics import Topic
 
@@ -134,7 +135,14 @@ class ModelServer:
             return loaded
         return await self.load(task_id, row.version, row.onnx_key, list(row.labels))
 
-    async def preannotate(self, task_id: str, frames: list[str], job_id: str | None = None) -> int:
+    async def preannotate(
+        self,
+        task_id: str,
+        frames: list[str],
+        job_id: str | None = None,
+        *,
+        cause: CloudEvent[Any] | None = None,
+    ) -> int:
         """Pre-annotate the frames nobody labeled yet with the task's current model."""
         model = await self.for_task(task_id)
         if model is None:
@@ -172,12 +180,18 @@ class ModelServer:
             )
             with INFERENCE_LATENCY.labels(model.backend).time():
                 detections = await model.detector.detect(list(images))
-            await asyncio.to_thread(self._record, model, batch, detections, job_id)
+            await asyncio.to_thread(self._record, model, batch, detections, job_id, cause)
         return len(todo)
 
     def _record(
-        self, model: LoadedModel, frames: list[str], detections: list[list[Any]], job_id: str | None
+        self,
+        model: LoadedModel,
+        frames: list[str],
+        detections: list[list[Any]],
+        job_id: str | None,
+        cause: CloudEvent[Any] | None,
     ) -> None:
+        """Store the boxes and announce them, linked to the event that asked for them."""
         with self.transactions.session() as outbox:
             for name, found in zip(frames, detections, strict=True):
                 if outbox.session.get(Preannotation, (model.task_id, name, model.version)):
@@ -218,6 +232,7 @@ class ModelServer:
                         source=SOURCE,
                         key=(model.task_id, name, model.version),
                         taskid=model.task_id,
+                        cause=cause,
                     ),
                     Topic.LABELS_EVENTS,
                 )

@@ -43,9 +43,11 @@ def register(runtime: Runtime) -> None:
 
 
 @router.get("/tasks/{task_id}/models")
-def task_models(task_id: str, session: SessionDep, _: PrincipalDep) -> list[ModelVersionPublic]:
+def task_models(
+    task_id: str, session: SessionDep, principal: PrincipalDep
+) -> list[ModelVersionPublic]:
     """The task's model versions, newest first; `current` marks the one that pre-annotates."""
-    require_task(session, task_id)
+    require_task(session, task_id, principal)
     rows = session.exec(
         select(ModelVersion)
         .where(ModelVersion.task_id == task_id)

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import TypedDict
 
 import psutil
 from sqlalchemy import func
@@ -113,6 +114,18 @@ def _owner_alive(owner: str | None) -> bool:
     return host == socket.gethostname() and pid.isdigit() and psutil.pid_exists(int(pid))
 
 
+class RunLinks(TypedDict):
+    causationid: str | None
+    correlationid: str
+
+
+def run_links(request: TrainingRequest) -> RunLinks:
+    """What links a run's events to their cause: the (last merged) threshold event that queued
+    it, and the run id shared by every event of the run."""
+    threshold = request.threshold_event_ids[-1] if request.threshold_event_ids else None
+    return RunLinks(causationid=threshold, correlationid=request.id)
+
+
 def fail_run(outbox: Outbox, request: TrainingRequest, error: str) -> None:
     """Mark a run failed, its version too, and say why."""
     request.status, request.error, request.finished_at = RunStatus.FAILED, error[:2000], _now()
@@ -133,6 +146,7 @@ def fail_run(outbox: Outbox, request: TrainingRequest, error: str) -> None:
             source=SOURCE,
             key=(request.id, request.attempts),
             taskid=request.task_id,
+            **run_links(request),
         ),
         Topic.TRAINER_EVENTS,
     )
@@ -293,6 +307,7 @@ class Scheduler:
                     source=SOURCE,
                     key=(request.id, request.attempts, 0),
                     taskid=request.task_id,
+                    **run_links(request),
                 ),
                 Topic.TRAINER_EVENTS,
             )

@@ -45,7 +45,7 @@ from schemas.events import (
     TrainingStartedData,
 )
 from schemas.topics import Topic
-from trainer.handlers import SOURCE, fail_run, planned_epochs
+from trainer.handlers import SOURCE, fail_run, planned_epochs, run_links
 from trainer.models import ModelVersion, TrainingLabel, TrainingRequest
 from trainer.queue import RunStatus
 from trainer.registry import checkpoint_key, fetch_weights, onnx_key, register
@@ -244,6 +244,7 @@ def _progress(
                     source=SOURCE,
                     key=(request.id, attempt, epoch),
                     taskid=request.task_id,
+                    **run_links(request),
                 ),
                 Topic.TRAINER_EVENTS,
             )
@@ -302,6 +303,7 @@ def _requeue_preempted(
                 source=SOURCE,
                 key=(request.id, attempt, "preempted"),
                 taskid=request.task_id,
+                **run_links(request),
             ),
             Topic.TRAINER_EVENTS,
         )
@@ -372,6 +374,7 @@ def _finish(
                     source=SOURCE,
                     key=(request.task_id, request.version),
                     taskid=request.task_id,
+                    **run_links(request),
                 ),
                 Topic.TRAINER_EVENTS,
             )
@@ -392,6 +395,7 @@ def _finish(
                     source=SOURCE,
                     key=(request.task_id, request.version),
                     taskid=request.task_id,
+                    **run_links(request),
                 ),
                 Topic.TRAINER_EVENTS,
             )

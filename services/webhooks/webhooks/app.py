@@ -7,10 +7,10 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from sqlmodel import Session, select
 
-from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep, require_admin
 from labelloop.messaging.broker import consumer_options
 from labelloop.runtime import Runtime
 from schemas.events import PROJECT_TOPICS, event_union
@@ -40,7 +40,8 @@ PING_TYPE = "io.labelloop.webhook.ping.v1"
 
 __all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
 
-router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
+# Subscriptions carry signing secrets and reach out to URLs: admins only.
+router = APIRouter(prefix="/api/webhooks", tags=["webhooks"], dependencies=[Depends(require_admin)])
 AnyEvent = event_union(*PROJECT_TOPICS)
 
 
