@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
+from labelloop.bench_consumers import bench_consumers
 from labelloop.bench_serving import bench_preannotate_640, bench_preannotate_batch, bench_retrain
 from labelloop.config import Settings
 
@@ -232,6 +233,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "retrain": bench_retrain,
     "preannotate_640": bench_preannotate_640,
     "preannotate_batch": bench_preannotate_batch,
+    "consumers": bench_consumers,
 }
 
 

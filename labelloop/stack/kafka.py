@@ -139,8 +139,9 @@ class KafkaComponent(Component):
                 "kafka.tools.StorageTool",
                 "format",
                 "--standalone",
-                "-t",
-                cluster_id,
+                # One argument with "=": a URL-safe id may begin with "-", which the tool's
+                # parser would take for an option (1 id in 64).
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(self._config_path),
             ),
