@@ -248,11 +248,11 @@ def run_benchmarks(
         "python": platform.python_version(),
     }
     document["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    out.parent.mkdir(parents=True, exist_ok=True)
     for name, benchmark in BENCHMARKS.items():
         if only and name not in only:
             continue
         document[name] = benchmark(settings, console)
         console.log(f"{name}: {document[name]}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(document, indent=2) + "\n")
+        out.write_text(json.dumps(document, indent=2) + "\n")  # a later failure loses nothing
     return document

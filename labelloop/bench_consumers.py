@@ -106,7 +106,8 @@ def _measure(settings: Settings, service: str, workdir: Path) -> float:
         process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         os.sched_setaffinity(process.pid, {CORE})  # before it starts any thread
         try:
-            events = [make_event(index, f"bench-{prefix}") for index in range(EVENTS)]
+            task_id = "bench-" + prefix.rstrip(".")
+            events = [make_event(index, task_id) for index in range(EVENTS)]
             return asyncio.run(
                 _drive(
                     settings,
