@@ -8,6 +8,7 @@ with onnxruntime, and the events say so. Nothing here imports torch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -178,10 +179,32 @@ class ModelServer:
             images = await asyncio.gather(
                 *(asyncio.to_thread(self.store.get_bytes, known[name].object_key) for name in batch)
             )
-            with INFERENCE_LATENCY.labels(model.backend).time():
-                detections = await model.detector.detect(list(images))
+            try:
+                with INFERENCE_LATENCY.labels(model.backend).time():
+                    detections = await model.detector.detect(list(images))
+            except Exception as error:
+                if model.backend != "triton":
+                    raise
+                # Triton restarted (its models are gone) or went away: load the version again,
+                # into Triton if it answers, else in process, and run the batch once more.
+                log.warning("task %s: Triton failed (%s); reloading the model", task_id, error)
+                model = await self.reload(task_id)
+                with INFERENCE_LATENCY.labels(model.backend).time():
+                    detections = await model.detector.detect(list(images))
             await asyncio.to_thread(self._record, model, batch, detections, job_id, cause)
         return len(todo)
+
+    async def reload(self, task_id: str) -> LoadedModel:
+        """Forget the task's loaded model and load its current version again."""
+        async with self._locks.setdefault(task_id, asyncio.Lock()):
+            stale = self._loaded.pop(task_id, None)
+        if stale is not None and stale.backend == "triton":
+            with contextlib.suppress(Exception):
+                await stale.detector.close()  # type: ignore[attr-defined]
+        model = await self.for_task(task_id)
+        if model is None:
+            raise LookupError(f"task {task_id} has no model to reload")
+        return model
 
     def _record(
         self,
