@@ -229,6 +229,20 @@ def db_revision(message: Annotated[str, typer.Option("--message", "-m")]) -> Non
     console.log(f"wrote {revision(message)}")
 
 
+@app.command("topics")
+def topics() -> None:
+    """Create labelloop's missing Kafka topics and their DLQs (retention.ms=-1: the audit log).
+
+    `labelloop stack up` does this locally; the Helm chart runs it as a post-install hook.
+    """
+    import asyncio
+
+    from labelloop.messaging.topics import ensure_topics_async
+
+    created = asyncio.run(ensure_topics_async(get_settings()))
+    console.log(f"created {', '.join(created)}" if created else "every topic exists")
+
+
 token_app = typer.Typer(help="API tokens with roles.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     kafka_topic_prefix: str = ""
     """Prepended to every topic name, so tests and tenants can share one broker."""
     kafka_partitions: Annotated[int, Field(ge=1)] = 3
+    kafka_replication_factor: Annotated[int, Field(ge=1)] = 1
+    """Copies of each topic ``labelloop topics`` creates (1 locally; 3 on a usual cluster)."""
     kafka_heap: str = "512m"
 
     # --- S3 / MinIO -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from labelloop.client import LabelloopClient
 from labelloop.config import Settings
 from labelloop.progress import create_task_with_progress
-from labelloop.synthetic import Box
+from labelloop.synthetic import Box, annotations_body
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "frames"
 LOOP_SAMPLES = SAMPLES.parent / "loop"
@@ -160,18 +160,7 @@ def run_model_loop_demo(settings: Settings, console: Console, out_dir: Path) -> 
         client.request(
             "PUT",
             f"/api/jobs/{job['id']}/annotations",
-            json={
-                "frames": [
-                    {
-                        "frame": name,
-                        "boxes": [
-                            {"label": b.label, "x": b.x, "y": b.y, "w": b.w, "h": b.h}
-                            for b in truth[name]
-                        ],
-                    }
-                    for name in job["frames"][:labeled_count]
-                ]
-            },
+            json=annotations_body(job["frames"][:labeled_count], truth),
         )
         console.print(f"labeled {labeled_count} frames through the API: threshold reached")
         task_id = created.task["id"]

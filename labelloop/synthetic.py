@@ -9,8 +9,9 @@ from __future__ import annotations
 import io
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw
 
@@ -27,6 +28,15 @@ class Box:
     y: float
     w: float
     h: float
+
+
+def annotations_body(frames: Iterable[str], truth: dict[str, list[Box]]) -> dict[str, Any]:
+    """``PUT /api/jobs/{id}/annotations``'s body labeling ``frames`` with their ground truth."""
+    return {
+        "frames": [
+            {"frame": name, "boxes": [asdict(box) for box in truth[name]]} for name in frames
+        ]
+    }
 
 
 def synthetic_frame(

@@ -39,7 +39,7 @@ async def create_topics(settings: Settings, names: list[str]) -> list[str]:
             NewTopic(
                 name=name,
                 num_partitions=settings.kafka_partitions,
-                replication_factor=1,
+                replication_factor=settings.kafka_replication_factor,
                 topic_configs={"retention.ms": str(AUDIT_RETENTION_MS)},
             )
             for name in missing

@@ -52,7 +52,7 @@ def test_profile_renders_every_component(
     assert set(deployments) == {name_of(s) for s in [*SERVICES, "triton"]}
     assert set(of_kind(manifests, "Service")) == set(deployments)
     assert set(of_kind(manifests, "PodDisruptionBudget")) == set(deployments)
-    assert set(of_kind(manifests, "Job")) == {name_of("migrate")}
+    assert set(of_kind(manifests, "Job")) == {name_of("migrate"), name_of("topics")}
     assert set(of_kind(manifests, "ConfigMap")) == {name_of("config")}
 
 

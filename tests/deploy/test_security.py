@@ -36,7 +36,7 @@ NO_EXISTING_SECRETS = {
 @pytest.mark.parametrize("profile", list(PROFILES))
 def test_every_pod_is_hardened(rendered: dict[str, list[dict[str, Any]]], profile: str) -> None:
     pods = pod_specs(rendered[profile])
-    assert len(pods) == 8  # six services, Triton, the migration Job
+    assert len(pods) == 9  # six services, Triton, the migration and topics Jobs
     for name, pod in pods.items():
         context = pod["securityContext"]
         assert context["runAsNonRoot"] is True, name
@@ -112,8 +112,8 @@ def test_existing_secrets_are_referenced_never_copied(
     checked = _assert_credentials_by_reference(
         manifests, {"labelloop-s3", "labelloop-postgresql", "labelloop-auth"}
     )
-    # 6 services x 4 credentials, Triton's 2, the Job's database password
-    assert checked == 6 * 4 + 2 + 1
+    # 6 services and the topics Job x 4 credentials, Triton's 2, the migration's database password
+    assert checked == 7 * 4 + 2 + 1
     api = of_kind(manifests, "Deployment")[name_of("api")]["spec"]["template"]["spec"]
     env = _env_by_name(api["containers"][0])
     assert env["LABELLOOP_DATABASE_URL"]["value"] == (
@@ -151,7 +151,7 @@ def test_chart_made_secret_keeps_values_out_of_everything_else(helm: Helm) -> No
     assert secret["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     decoded = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
     assert set(decoded.values()) == set(SENTINELS.values())
-    assert _assert_credentials_by_reference(manifests, {name_of("secrets")}) == 6 * 4 + 2 + 1
+    assert _assert_credentials_by_reference(manifests, {name_of("secrets")}) == 7 * 4 + 2 + 1
     (config,) = of_kind(manifests, "ConfigMap").values()
     assert not set(config["data"].values()) & set(SENTINELS.values())
 

@@ -98,7 +98,7 @@ def test_triton_can_be_left_out(helm: Helm) -> None:
 
 
 def test_migration_hook_runs_db_upgrade_first(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    (job,) = of_kind(rendered["default"], "Job").values()
+    job = of_kind(rendered["default"], "Job")[name_of("migrate")]
     annotations = job["metadata"]["annotations"]
     assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
     assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
@@ -113,9 +113,32 @@ def test_migration_hook_runs_db_upgrade_first(rendered: dict[str, list[dict[str,
     assert "$(LABELLOOP_DATABASE_PASSWORD)" in env["LABELLOOP_DATABASE_URL"]["value"]
 
 
+def test_topics_hook_creates_the_topics_with_the_services_settings(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    job = of_kind(rendered["default"], "Job")[name_of("topics")]
+    annotations = job["metadata"]["annotations"]
+    # after install: the ConfigMap it reads exists by then
+    assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["topics"]
+    assert container["envFrom"] == [{"configMapRef": {"name": name_of("config")}}]
+    (config,) = of_kind(rendered["default"], "ConfigMap").values()
+    assert config["data"]["LABELLOOP_KAFKA_REPLICATION_FACTOR"] == "3"
+    assert config["data"]["LABELLOOP_KAFKA_PARTITIONS"] == "6"
+    secrets = [e for e in container["env"] if "valueFrom" in e]
+    assert secrets and all("secretKeyRef" in e["valueFrom"] for e in secrets)
+
+
+def test_topics_hook_can_be_left_to_another_operator(helm: Helm) -> None:
+    manifests = helm.render(values={"kafka.createTopics": False})
+    assert name_of("topics") not in of_kind(manifests, "Job")
+
+
 def test_the_commands_the_chart_runs_exist() -> None:
     runner = CliRunner()
     assert runner.invoke(app, ["db", "upgrade", "--help"]).exit_code == 0
+    assert runner.invoke(app, ["topics", "--help"]).exit_code == 0
     result = runner.invoke(app, ["serve", "--help"])
     assert result.exit_code == 0 and "--service" in result.output
     assert runner.invoke(app, ["db", "nonsense"]).exit_code != 0

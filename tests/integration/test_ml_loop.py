@@ -13,7 +13,7 @@ import pytest
 from labelloop.audit import UnknownTask, task_audit
 from labelloop.client import LabelloopClient
 from labelloop.db import get_engine
-from labelloop.synthetic import Box, write_synthetic_frames
+from labelloop.synthetic import Box, annotations_body, write_synthetic_frames
 from tests.integration.harness import ApiServer, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.training]
@@ -56,18 +56,7 @@ def test_labels_train_a_model_that_preannotates_the_rest(
     client.request(
         "PUT",
         f"/api/jobs/{job['id']}/annotations",
-        json={
-            "frames": [
-                {
-                    "frame": name,
-                    "boxes": [
-                        {"label": b.label, "x": b.x, "y": b.y, "w": b.w, "h": b.h}
-                        for b in truth[name]
-                    ],
-                }
-                for name in labeled
-            ]
-        },
+        json=annotations_body(labeled, truth),
     )
 
     task_id = task_a.task["id"]

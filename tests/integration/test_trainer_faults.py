@@ -142,17 +142,26 @@ def trainer_env(
     }
 
 
+@pytest.fixture
+async def trainer_engine(
+    stack: Stack, test_settings: Settings, trainer_env: dict[str, str]
+) -> Engine:
+    """The trainer's database, with its tables, and the test's topics."""
+    engine = get_engine(trainer_env["LABELLOOP_DATABASE_URL"])
+    create_tables(engine)
+    await create_topics(test_settings, topic_names(test_settings))
+    return engine
+
+
 async def test_a_killed_trainer_is_retried_then_reported_failed(
-    stack: Stack,
+    trainer_engine: Engine,
     test_settings: Settings,
     store: ObjectStore,
     trainer_env: dict[str, str],
     tmp_path: Path,
     unique: str,
 ) -> None:
-    engine = get_engine(trainer_env["LABELLOOP_DATABASE_URL"])
-    create_tables(engine)
-    await create_topics(test_settings, topic_names(test_settings))
+    engine = trainer_engine
     task_id = f"kill{unique}"
     seed_task(engine, store, task_id, priority=1)
     await reach_threshold(test_settings, task_id, priority=1)
@@ -206,16 +215,14 @@ async def test_a_killed_trainer_is_retried_then_reported_failed(
 
 
 async def test_aggressive_preemption_checkpoints_and_resumes(
-    stack: Stack,
+    trainer_engine: Engine,
     test_settings: Settings,
     store: ObjectStore,
     trainer_env: dict[str, str],
     tmp_path: Path,
     unique: str,
 ) -> None:
-    engine = get_engine(trainer_env["LABELLOOP_DATABASE_URL"])
-    create_tables(engine)
-    await create_topics(test_settings, topic_names(test_settings))
+    engine = trainer_engine
     low, urgent = f"low{unique}", f"urgent{unique}"
     seed_task(engine, store, low, priority=3)
     seed_task(engine, store, urgent, priority=0)

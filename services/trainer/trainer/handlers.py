@@ -126,6 +126,27 @@ def run_links(request: TrainingRequest) -> RunLinks:
     return RunLinks(causationid=threshold, correlationid=request.id)
 
 
+def progress_event(
+    request: TrainingRequest, attempt: int, device: str, *, epoch: int, epochs: int
+) -> TrainingStarted:
+    """``training.started``: at epoch 0 when a run starts, then after each epoch it finishes."""
+    assert request.version is not None
+    return TrainingStarted.create(
+        TrainingStartedData(
+            task_id=request.task_id,
+            run_id=request.id,
+            version=request.version,
+            device=device,
+            epoch=epoch,
+            epochs=epochs,
+        ),
+        source=SOURCE,
+        key=(request.id, attempt, epoch),
+        taskid=request.task_id,
+        **run_links(request),
+    )
+
+
 def fail_run(outbox: Outbox, request: TrainingRequest, error: str) -> None:
     """Mark a run failed, its version too, and say why."""
     request.status, request.error, request.finished_at = RunStatus.FAILED, error[:2000], _now()
@@ -295,19 +316,12 @@ class Scheduler:
                 )
             )
             outbox.emit(
-                TrainingStarted.create(
-                    TrainingStartedData(
-                        task_id=request.task_id,
-                        run_id=request.id,
-                        version=version,
-                        device=device,
-                        epoch=0,
-                        epochs=planned_epochs(self.settings, warm_start=warm),
-                    ),
-                    source=SOURCE,
-                    key=(request.id, request.attempts, 0),
-                    taskid=request.task_id,
-                    **run_links(request),
+                progress_event(
+                    request,
+                    request.attempts,
+                    device,
+                    epoch=0,
+                    epochs=planned_epochs(self.settings, warm_start=warm),
                 ),
                 Topic.TRAINER_EVENTS,
             )

@@ -41,11 +41,9 @@ from schemas.events import (
     ModelRejectedData,
     TrainingPreempted,
     TrainingPreemptedData,
-    TrainingStarted,
-    TrainingStartedData,
 )
 from schemas.topics import Topic
-from trainer.handlers import SOURCE, fail_run, planned_epochs, run_links
+from trainer.handlers import SOURCE, fail_run, planned_epochs, progress_event, run_links
 from trainer.models import ModelVersion, TrainingLabel, TrainingRequest
 from trainer.queue import RunStatus
 from trainer.registry import checkpoint_key, fetch_weights, onnx_key, register
@@ -226,25 +224,12 @@ def _progress(
     done_before: int,
 ) -> Callable[[int, int], None]:
     """Announce each finished epoch (``training.started`` with its progress)."""
-    assert request.version is not None
-    version = request.version
 
     def on_epoch(epoch: int, total: int) -> None:
         with transactions.session() as outbox:
             outbox.emit(
-                TrainingStarted.create(
-                    TrainingStartedData(
-                        task_id=request.task_id,
-                        run_id=request.id,
-                        version=version,
-                        device=device,
-                        epoch=done_before + epoch,
-                        epochs=done_before + total,
-                    ),
-                    source=SOURCE,
-                    key=(request.id, attempt, epoch),
-                    taskid=request.task_id,
-                    **run_links(request),
+                progress_event(
+                    request, attempt, device, epoch=done_before + epoch, epochs=done_before + total
                 ),
                 Topic.TRAINER_EVENTS,
             )
