@@ -10,14 +10,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import field_validator, model_validator
+from pydantic import StringConstraints, field_validator, model_validator
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, Session, SQLModel
 
 from schemas.events import TaskCreated, TaskCreatedData
 from schemas.topics import Topic
 
-Label = Annotated[str, Field(min_length=1, max_length=64)]
+PrintableText = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$")]
+"""Text without control characters: PostgreSQL refuses NUL in text, and no name needs a tab."""
+Label = Annotated[PrintableText, Field(min_length=1, max_length=64)]
 
 
 class TaskBase(SQLModel):
@@ -38,6 +40,7 @@ class TaskBase(SQLModel):
 class TaskCreate(TaskBase):
     """What a client sends to create a task."""
 
+    name: PrintableText = Field(min_length=1, max_length=200)
     labels: list[Label] = Field(min_length=1, max_length=1000)
 
     @field_validator("labels")

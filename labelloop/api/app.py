@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import unquote
 
-from fastapi import FastAPI, Response, status
+from fastapi import FastAPI, Request, Response, status
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from labelloop import __version__
@@ -46,6 +49,19 @@ def create_api(
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+
+    @app.middleware("http")
+    async def refuse_control_characters(request: Request, call_next: Any) -> Any:
+        """Ids never hold control characters, and PostgreSQL refuses NUL in any text: such a
+        path or query is answered here, before it reaches a database lookup."""
+        query = unquote(request.scope.get("query_string", b"").decode("latin-1"))
+        target = request.scope["path"] + query  # the path as decoded for routing
+        if any(ord(char) < 32 or ord(char) == 127 for char in target):
+            return JSONResponse(
+                {"detail": "the path or query contains control characters"},
+                status_code=status.HTTP_400_BAD_REQUEST,
+            )
+        return await call_next(request)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers.")
     async def healthz() -> dict[str, str]:

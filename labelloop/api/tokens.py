@@ -10,12 +10,13 @@ from sqlmodel import col, select
 
 from labelloop.api.deps import SessionDep, require_admin
 from labelloop.auth import ApiToken, Role, issue_token
+from labelloop.tasks import PrintableText
 
 router = APIRouter(prefix="/api/tokens", tags=["tokens"], dependencies=[Depends(require_admin)])
 
 
 class TokenCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=128, description="Who will hold it.")
+    name: PrintableText = Field(min_length=1, max_length=128, description="Who will hold it.")
     role: Role
     task_ids: list[str] | None = Field(
         default=None, max_length=1000, description="Limit it to these tasks (not for admins)."

@@ -83,6 +83,8 @@ class WebhookReceiver:
 
     scripts: dict[str, list[int]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
+    port: int = 0
+    """0: any free port."""
 
     def __post_init__(self) -> None:
         receiver = self
@@ -104,7 +106,7 @@ class WebhookReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

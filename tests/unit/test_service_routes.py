@@ -39,3 +39,15 @@ def test_a_consumer_pod_answers_only_its_own(tmp_path: Path) -> None:
 def test_plain_postgresql_urls_use_psycopg_3() -> None:
     engine = get_engine("postgresql://user@127.0.0.1:5432/labelloop")
     assert engine.dialect.driver == "psycopg"
+
+
+def test_control_characters_are_refused_before_any_lookup(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    app = build_app(Settings(database_url=f"sqlite:///{tmp_path}/routes.db"), ["api"])
+    client = TestClient(app)  # no lifespan: nothing but the middleware may answer
+    for path in ("/api/tasks/a%00b", "/api/tasks/x?until=%07", "/api/jobs/%0a/annotations"):
+        response = client.get(path)
+        assert response.status_code == 400, path
+        assert "control characters" in response.json()["detail"]
+    assert client.get("/api/tasks/ok-id").status_code == 401  # reaches auth as usual

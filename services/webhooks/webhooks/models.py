@@ -8,7 +8,7 @@ from pydantic import field_validator
 from sqlalchemy import JSON, Column, LargeBinary
 from sqlmodel import Field, SQLModel
 
-from schemas.events import EVENT_TYPES
+from schemas.events import EVENT_TYPES, TaskId
 from webhooks.domain import secret_key
 
 
@@ -28,6 +28,7 @@ class SubscriptionBase(SQLModel):
 
 class SubscriptionCreate(SubscriptionBase):
     events: list[str] = Field(min_length=1, max_length=100)
+    task_id: TaskId | None = Field(default=None, description="Only this task's events.")
     secret: str | None = Field(
         default=None,
         description="Your own `whsec_` + base64 secret (≥ 24 bytes); generated if absent.",
