@@ -28,6 +28,7 @@ from labelloop.config import Settings
 from labelloop.messaging.lag import consumer_lag
 from labelloop.messaging.topics import create_topics, topic_names
 from labelloop.runtime import load_service
+from labelloop.stack.base import free_port
 from schemas.envelope import CloudEvent
 from schemas.events import (
     FrameLabels,
@@ -91,7 +92,7 @@ def _measure(settings: Settings, service: str, workdir: Path) -> float:
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     scoped = settings.model_copy(update={"kafka_topic_prefix": prefix})
     asyncio.run(create_topics(scoped, topic_names(scoped)))
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         **scoped.as_env(),
@@ -149,14 +150,6 @@ async def _drive(
         if process.poll() is not None:
             raise RuntimeError(f"the service exited with {process.returncode}")
         await asyncio.sleep(0.2)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:

@@ -26,33 +26,48 @@ async def consumer_lag(bootstrap_servers: str, group: str, topics: Iterable[str]
     A partition the group never committed counts from its beginning, as a new consumer
     with ``auto_offset_reset=earliest`` would read it.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = await _committed_offsets(admin, group)
+    async with _LagReader(bootstrap_servers) as reader:
+        return await reader.lag(group, topics)
+
+
+class _LagReader:
+    """One admin client and one consumer (for offsets), kept open across refreshes."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers, enable_auto_commit=False
+        )
+
+    async def __aenter__(self) -> _LagReader:
+        await self.admin.start()
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.consumer.stop()
+        await self.admin.close()
+
+    async def lag(self, group: str, topics: Iterable[str]) -> dict[str, int]:
+        committed = await _committed_offsets(self.admin, group)
         wanted = set(topics)
         # Metadata of every topic: asking for named ones could auto-create a missing one.
         partitions = [
             TopicPartition(described["topic"], partition["partition"])
-            for described in await admin.describe_topics()
+            for described in await self.admin.describe_topics()
             if described["topic"] in wanted
             for partition in described["partitions"]
         ]
         if not partitions:
             return {}
-        ends = await consumer.end_offsets(partitions)
-        starts = await consumer.beginning_offsets(partitions)
+        ends = await self.consumer.end_offsets(partitions)
+        starts = await self.consumer.beginning_offsets(partitions)
         lag: dict[str, int] = {}
         for position in partitions:
             done = committed.get(position)
             offset = done.offset if done is not None and done.offset >= 0 else starts[position]
             lag[position.topic] = lag.get(position.topic, 0) + max(0, ends[position] - offset)
         return lag
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
 async def _committed_offsets(
@@ -74,12 +89,16 @@ async def _committed_offsets(
 async def watch_lag(
     bootstrap_servers: str, groups: dict[str, list[str]], interval_s: float = 15.0
 ) -> None:
-    """Refresh the lag gauge of each group's topics every ``interval_s`` (a background loop)."""
+    """Refresh the lag gauge of each group's topics every ``interval_s`` (a background loop);
+    its clients stay open between refreshes and are rebuilt after a broker outage."""
     while True:
-        for group, topics in groups.items():
-            try:
-                for topic, lag in (await consumer_lag(bootstrap_servers, group, topics)).items():
-                    CONSUMER_LAG.labels(group, topic).set(lag)
-            except Exception as error:  # a broker outage must not end the loop
-                log.debug("consumer lag of %s unavailable: %s", group, error)
-        await asyncio.sleep(interval_s)
+        try:
+            async with _LagReader(bootstrap_servers) as reader:
+                while True:
+                    for group, topics in groups.items():
+                        for topic, lag in (await reader.lag(group, topics)).items():
+                            CONSUMER_LAG.labels(group, topic).set(lag)
+                    await asyncio.sleep(interval_s)
+        except Exception as error:  # a broker outage must not end the loop
+            log.debug("consumer lag unavailable: %s", error)
+            await asyncio.sleep(interval_s)

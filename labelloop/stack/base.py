@@ -34,6 +34,14 @@ def require_tool(tool: str, hint: str) -> str:
     return path
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a process started right after)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout_s):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -22,13 +21,7 @@ from PIL import Image, ImageDraw
 
 from labelloop.config import Settings
 from labelloop.serve import build_app
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from labelloop.stack.base import free_port
 
 
 class ApiServer:
