@@ -33,7 +33,7 @@ from trainer.models import ModelVersion, TrainingLabel, TrainingRequest
 pytestmark = [pytest.mark.integration, pytest.mark.training]
 
 FRAMES = 16
-EPOCHS = 10
+EPOCHS = 30  # room for the urgent event to arrive (a consumer rebalance can take seconds)
 STARTED = "io.labelloop.training.started.v1"
 PREEMPTED = "io.labelloop.training.preempted.v1"
 ENDINGS = {"io.labelloop.model.published.v1", "io.labelloop.model.rejected.v1"}
