@@ -104,6 +104,7 @@ def task_audit(engine: Engine, task_id: str) -> dict[str, Any]:
                     "causationid": record.causationid,
                     "data": json.loads(record.document).get("data"),
                 }
-                for record in task_events(session, task_id)
+                # by event time, which a replay reproduces (``seq`` is arrival order)
+                for record in sorted(task_events(session, task_id), key=lambda r: (r.time, r.seq))
             ],
         }

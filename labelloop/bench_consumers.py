@@ -114,7 +114,7 @@ def _measure(settings: Settings, service: str, workdir: Path) -> float:
                     settings,
                     process,
                     f"http://127.0.0.1:{port}/readyz",
-                    load_service(service).CONSUMER_GROUP,
+                    scoped.consumer_group(load_service(service).CONSUMER_GROUP),
                     scoped.topic(topic),
                     events,
                 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -322,6 +323,93 @@ def audit_task(
             (event["causationid"] or "")[:12],
         )
     Console().print(table)
+
+
+def _moment(text: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time; without an offset it is UTC."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        console.print(
+            f"[red]{option} {text!r} is not an ISO 8601 time[/red], e.g. 2026-11-23T09:00Z"
+        )
+        raise typer.Exit(2) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command("replay")
+def replay_command(
+    into: Annotated[
+        str, typer.Option("--into", help="Database URL to rebuild into (not the live one).")
+    ],
+    since: Annotated[
+        str | None, typer.Option(help="From this time (ISO 8601, UTC if no offset).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this time (inclusive).")] = None,
+    topics: Annotated[
+        list[str] | None,
+        typer.Option("--topics", help="Only these topics (repeat; default: every event topic)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Rebuild every projection from Kafka alone: no webhook is sent, no training starts."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from labelloop.replay import replay
+    from schemas.events import PROJECT_TOPICS
+    from schemas.topics import Topic
+
+    settings = get_settings()
+    if into == settings.database_url:
+        console.print("[red]refusing to replay into the live database[/red]; name another --into")
+        raise typer.Exit(2)
+    chosen: list[Topic] = []
+    for name in topics or [topic.value for topic in PROJECT_TOPICS]:
+        if name not in {topic.value for topic in PROJECT_TOPICS}:
+            known = ", ".join(topic.value for topic in PROJECT_TOPICS)
+            console.print(f"[red]unknown topic {name!r}[/red] (known: {known})")
+            raise typer.Exit(2)
+        chosen.append(Topic(name))
+    start, end = _moment(since, "--since"), _moment(until, "--until")
+    if start and end and end < start:
+        console.print("[red]--until is before --since[/red]")
+        raise typer.Exit(2)
+    _quiet_alembic()
+    with Progress(
+        "replaying", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+        line = bar.add_task("events", total=None)
+        stats = asyncio.run(
+            replay(
+                settings,
+                into,
+                since=start,
+                until=end,
+                topics=chosen,
+                progress=lambda done, total: bar.update(line, completed=done, total=total),
+            )
+        )
+    summary = {
+        "records": stats.records,
+        "applied": stats.applied,
+        "duplicates": stats.duplicates,
+        "skipped": stats.skipped,
+        "seconds": round(stats.seconds, 2),
+        "events_per_s": round(stats.events_per_s, 1),
+        "per_topic": stats.per_topic,
+    }
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        console.print(
+            f"replayed {stats.records} records in {stats.seconds:.1f}s "
+            f"({stats.events_per_s:.0f}/s): {stats.applied} applied, "
+            f"{stats.duplicates} already there, {stats.skipped} not labelloop events"
+        )
 
 
 def main() -> None:

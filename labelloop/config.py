@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     """Defaults to ``kafka_host:kafka_port``; a cluster sets its own list."""
     kafka_topic_prefix: str = ""
     """Prepended to every topic name, so tests and tenants can share one broker."""
+    kafka_group_prefix: str = ""
+    """Prepended to every consumer group id: two deployments that read the same topic (say one
+    object store's notifications) each need their own groups to see every record."""
+    kafka_storage_topic: str = ""
+    """Where the object store publishes its notifications (MinIO's notify_kafka topic);
+    defaults to the prefixed ``storage.objects``. Set it when the store is shared."""
     kafka_partitions: Annotated[int, Field(ge=1)] = 3
     kafka_replication_factor: Annotated[int, Field(ge=1)] = 1
     """Copies of each topic ``labelloop topics`` creates (1 locally; 3 on a usual cluster)."""
@@ -155,7 +161,13 @@ class Settings(BaseSettings):
 
     def topic(self, name: str) -> str:
         """The broker-side name of a logical topic (``storage.objects`` → prefixed name)."""
+        if name == "storage.objects" and self.kafka_storage_topic:
+            return self.kafka_storage_topic
         return f"{self.kafka_topic_prefix}{name}"
+
+    def consumer_group(self, name: str) -> str:
+        """The broker-side id of a service's consumer group."""
+        return f"{self.kafka_group_prefix}{name}"
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``LABELLOOP_*`` variables, for a child process to rebuild them."""

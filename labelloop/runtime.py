@@ -35,8 +35,6 @@ class Runtime:
     relay: OutboxRelay
     transactions: Transactions
     background: list[BackgroundLoop] = field(default_factory=list)
-    replaying: bool = False
-    """True while rebuilding projections from Kafka: side effects (webhooks, training) are off."""
 
     @cached_property
     def store(self) -> ObjectStore:

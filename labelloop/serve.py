@@ -28,7 +28,9 @@ def build_app(settings: Settings, names: list[str]) -> FastAPI:
     for service in services:
         service.register(runtime)
     groups = {
-        service.CONSUMER_GROUP: [settings.topic(topic) for topic in service.TOPICS]
+        settings.consumer_group(service.CONSUMER_GROUP): [
+            settings.topic(topic) for topic in service.TOPICS
+        ]
         for service in services
         if service.TOPICS
     }

@@ -14,6 +14,7 @@ from pydantic import StringConstraints, field_validator, model_validator
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, Session, SQLModel
 
+from labelloop.projections import Projection
 from schemas.events import TaskCreated, TaskCreatedData
 from schemas.topics import Topic
 
@@ -103,6 +104,29 @@ def task_created_event(task: Task) -> TaskCreated:
         key=(task.id,),
         taskid=task.id,
     )
+
+
+def apply_task_created(session: Session, event: TaskCreated) -> Task:
+    """The ``tasks`` row ``task.created`` describes (created at the event's time)."""
+    task = session.get(Task, event.data.task_id)
+    if task is None:
+        data = event.data
+        task = Task(
+            id=data.task_id,
+            name=data.name,
+            labels=list(data.labels),
+            segment_size=data.segment_size,
+            overlap=data.overlap,
+            label_threshold=data.label_threshold,
+            priority=data.priority,
+            created_by=data.created_by,
+            created_at=event.time,
+        )
+        session.add(task)
+    return task
+
+
+PROJECTION = Projection(tables=("tasks",), appliers={TaskCreated: apply_task_created})
 
 
 def get_task(session: Session, task_id: str) -> Task | None:

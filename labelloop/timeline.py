@@ -31,8 +31,8 @@ class EventRecord(SQLModel, table=True):
     document: str = Field(sa_column=Column(Text, nullable=False))
 
 
-def record_event(session: Session, event: CloudEvent[Any]) -> bool:
-    """Append ``event`` unless its id is logged already; True when it was new."""
+def append_event(session: Session, event: CloudEvent[Any]) -> bool:
+    """Add ``event`` to the log unless its id is there; the caller commits."""
     if session.exec(select(EventRecord.seq).where(EventRecord.event_id == event.id)).first():
         return False
     session.add(
@@ -48,6 +48,13 @@ def record_event(session: Session, event: CloudEvent[Any]) -> bool:
             document=event.model_dump_json(),
         )
     )
+    return True
+
+
+def record_event(session: Session, event: CloudEvent[Any]) -> bool:
+    """Append ``event`` unless its id is logged already, and commit; True when it was new."""
+    if not append_event(session, event):
+        return False
     try:
         session.commit()
     except IntegrityError:  # logged concurrently by another consumer instance

@@ -161,12 +161,28 @@ class LabelsThresholdReachedData(EventData):
     priority: int = Field(ge=0, le=3, description="The task's priority, P0 (highest) to P3.")
 
 
+class PredictedBox(EventData):
+    """A box a model proposed, in pixels of the original frame, with its confidence."""
+
+    label: str
+    x: float
+    y: float
+    w: float
+    h: float
+    score: float = Field(ge=0, le=1)
+
+
 class PreannotationReadyData(EventData):
     task_id: TaskId
     job_id: str | None = None
     frame: FrameName
     model_version: int = Field(ge=1)
-    boxes: int = Field(ge=0)
+    boxes: int = Field(ge=0, description="How many boxes were proposed.")
+    predictions: list[PredictedBox] = Field(
+        default_factory=list,
+        description="The boxes themselves, so a replay rebuilds the pre-annotation (added in "
+        "0.2; older events carry only the count).",
+    )
     backend: Literal["triton", "onnxruntime"]
     fallback_reason: str | None = Field(
         default=None, description="Why onnxruntime served instead of Triton, when it did."
@@ -276,6 +292,38 @@ class TrainingPreempted(CloudEvent[TrainingPreemptedData]):
     type: Literal["io.labelloop.training.preempted.v1"] = "io.labelloop.training.preempted.v1"
 
 
+# --- webhooks.events ----------------------------------------------------------------------------
+
+
+class WebhookSubscriptionCreatedData(EventData):
+    subscription_id: str
+    url: str
+    events: list[str]
+    task_id: TaskId | None = None
+    created_by: str
+
+
+class WebhookSubscriptionDeletedData(EventData):
+    subscription_id: str
+    deleted_by: str
+
+
+class WebhookSubscriptionCreated(CloudEvent[WebhookSubscriptionCreatedData]):
+    """A URL was subscribed to event types. Its signing secret is never in an event."""
+
+    type: Literal["io.labelloop.webhook.subscription-created.v1"] = (
+        "io.labelloop.webhook.subscription-created.v1"
+    )
+
+
+class WebhookSubscriptionDeleted(CloudEvent[WebhookSubscriptionDeletedData]):
+    """A subscription was stopped; its delivery log is kept."""
+
+    type: Literal["io.labelloop.webhook.subscription-deleted.v1"] = (
+        "io.labelloop.webhook.subscription-deleted.v1"
+    )
+
+
 EVENTS_BY_TOPIC: dict[Topic, tuple[type[CloudEvent[EventData]], ...]] = {
     Topic.TASKS_EVENTS: (TaskCreated,),  # type: ignore[dict-item]
     Topic.INGEST_EVENTS: (FrameProcessed, FrameRejected, TaskDataReady),  # type: ignore[dict-item]
@@ -288,6 +336,7 @@ EVENTS_BY_TOPIC: dict[Topic, tuple[type[CloudEvent[EventData]], ...]] = {
         TrainingFailed,
         TrainingPreempted,
     ),
+    Topic.WEBHOOKS_EVENTS: (WebhookSubscriptionCreated, WebhookSubscriptionDeleted),  # type: ignore[dict-item]
 }
 """Which event types each project topic carries (the AsyncAPI document is built from this)."""
 

@@ -26,6 +26,7 @@ _TOPIC_DESCRIPTIONS = {
     Topic.JOBGEN_EVENTS: "Annotation jobs cut from a task; `task.jobs-ready` lists them all.",
     Topic.LABELS_EVENTS: "Human labels, label-threshold crossings and pre-annotations.",
     Topic.TRAINER_EVENTS: "Training runs and the model versions they publish or reject.",
+    Topic.WEBHOOKS_EVENTS: "Webhook subscriptions created and deleted, produced by the API.",
 }
 
 

@@ -14,6 +14,8 @@ class Topic(StrEnum):
     JOBGEN_EVENTS = "jobgen.events"
     LABELS_EVENTS = "labels.events"
     TRAINER_EVENTS = "trainer.events"
+    WEBHOOKS_EVENTS = "webhooks.events"
+    """Webhook subscriptions created and deleted (never their secrets), so a replay has them."""
 
 
 DLQ_SUFFIX = ".dlq"

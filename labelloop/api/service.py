@@ -27,7 +27,9 @@ AnyEvent = event_union(*PROJECT_TOPICS)
 def register(runtime: Runtime) -> None:
     topics = [runtime.settings.topic(topic) for topic in TOPICS]
 
-    @runtime.broker.subscriber(*topics, **consumer_options(CONSUMER_GROUP), title="timeline")
+    @runtime.broker.subscriber(
+        *topics, **consumer_options(runtime.settings, CONSUMER_GROUP), title="timeline"
+    )
     async def on_event(event: AnyEvent) -> None:  # type: ignore[valid-type]
         with Session(runtime.engine) as session:
             record_event(session, event)

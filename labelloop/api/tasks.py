@@ -13,7 +13,14 @@ from sqlmodel import Session
 
 from labelloop.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep, task_not_found
 from labelloop.auth import Principal
-from labelloop.tasks import Task, TaskCreate, TaskPublic, new_task_id, task_created_event
+from labelloop.tasks import (
+    Task,
+    TaskCreate,
+    TaskPublic,
+    apply_task_created,
+    new_task_id,
+    task_created_event,
+)
 from labelloop.timeline import task_events
 from schemas.topics import Topic
 
@@ -26,10 +33,12 @@ SSE_KEEPALIVE_S = 15.0
 @router.post("/tasks", status_code=status.HTTP_201_CREATED)
 def create_task(body: TaskCreate, runtime: RuntimeDep, principal: AdminDep) -> TaskPublic:
     """Create a task; put frames under ``upload_prefix`` and the manifest at ``manifest_key``."""
-    task = Task(**body.model_dump(), id=new_task_id(), created_by=principal.name)
+    created = task_created_event(
+        Task(**body.model_dump(), id=new_task_id(), created_by=principal.name)
+    )
     with runtime.transactions.session() as outbox:
-        outbox.session.add(task)
-        outbox.emit(task_created_event(task), Topic.TASKS_EVENTS)
+        task = apply_task_created(outbox.session, created)
+        outbox.emit(created, Topic.TASKS_EVENTS)
     return TaskPublic.of(task)
 
 

@@ -55,10 +55,10 @@ def create_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
     )
 
 
-def consumer_options(group_id: str) -> dict[str, Any]:
+def consumer_options(settings: Settings, group: str) -> dict[str, Any]:
     """Subscriber settings shared by every labelloop consumer (see the module docstring)."""
     return {
-        "group_id": group_id,
+        "group_id": settings.consumer_group(group),
         "ack_policy": AckPolicy.NACK_ON_ERROR,
         "auto_offset_reset": "earliest",
         "max_poll_interval_ms": 15 * 60 * 1000,

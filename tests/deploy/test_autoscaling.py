@@ -44,11 +44,12 @@ KAFKA_OPTIONAL = {
 }
 
 
-def code_consumption(name: str, prefix: str = "") -> tuple[str, set[str]]:
+def code_consumption(name: str, prefix: str = "", group_prefix: str = "") -> tuple[str, set[str]]:
     """A service's consumer group and broker-side topics, from its app module and Settings."""
     service = load_service(name)
-    settings = Settings(kafka_topic_prefix=prefix)
-    return service.CONSUMER_GROUP, {settings.topic(topic) for topic in service.TOPICS}
+    settings = Settings(kafka_topic_prefix=prefix, kafka_group_prefix=group_prefix)
+    topics = {settings.topic(topic) for topic in service.TOPICS}
+    return settings.consumer_group(service.CONSUMER_GROUP), topics
 
 
 def scaled_consumption(scaled_object: dict[str, Any]) -> tuple[str, set[str]]:
@@ -91,15 +92,17 @@ def test_scaled_objects_follow_the_keda_schema(
             assert metadata["offsetResetPolicy"] == "earliest"
 
 
-@pytest.mark.parametrize("prefix", ["", "prod."])
+@pytest.mark.parametrize(("prefix", "group_prefix"), [("", ""), ("prod.", ""), ("", "eu-")])
 def test_scaled_objects_watch_the_groups_and_topics_the_code_consumes(
-    helm: Helm, prefix: str
+    helm: Helm, prefix: str, group_prefix: str
 ) -> None:
-    scaled = of_kind(helm.render("default", {"kafka.topicPrefix": prefix}), "ScaledObject")
+    values = {"kafka.topicPrefix": prefix, "kafka.groupPrefix": group_prefix}
+    scaled = of_kind(helm.render("default", values), "ScaledObject")
     assert len(scaled) == len(CONSUMERS)
     for scaled_object in scaled.values():
         name = component(scaled_object)
-        assert scaled_consumption(scaled_object) == code_consumption(name, prefix), name
+        expected = code_consumption(name, prefix, group_prefix)
+        assert scaled_consumption(scaled_object) == expected, name
 
 
 def test_consumers_file_matches_every_service_module() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from labelloop.client import LabelloopClient
 from labelloop.db import get_engine
 from labelloop.synthetic import Box, annotations_body, write_synthetic_frames
 from tests.integration.harness import ApiServer, wait_until
+from tests.integration.replay_check import assert_replay_matches, wait_quiet
 
 pytestmark = [pytest.mark.integration, pytest.mark.training]
 
@@ -36,8 +39,12 @@ def events(client: LabelloopClient, task_id: str, kind: str) -> list[dict]:
 
 
 def test_labels_train_a_model_that_preannotates_the_rest(
-    client: LabelloopClient, api: ApiServer, tmp_path: Path
+    client: LabelloopClient,
+    api: ApiServer,
+    tmp_path: Path,
+    new_database_url: Callable[[], str],
 ) -> None:
+    since = datetime.now(UTC) - timedelta(seconds=1)
     truth = write_synthetic_frames(tmp_path / "a", range(LABELED + HELD_OUT))
     task_a = client.create_task(
         "loop",
@@ -127,3 +134,10 @@ def test_labels_train_a_model_that_preannotates_the_rest(
     document = json.loads(printed.stdout)
     assert document["task"] == audit["task"] and document["models"] == audit["models"]
     assert [e["id"] for e in document["events"]][: len(audit["events"])] == list(by_id)
+
+    # the whole loop rebuilt from Kafka alone: models and pre-annotations included
+    tasks = [task_id, task_b.task["id"]]
+    wait_quiet(get_engine(api.settings.database_url), tasks)
+    live, _ = assert_replay_matches(api.settings.database_url, new_database_url, since, tasks)
+    assert len(live["preannotations"]) == HELD_OUT and len(live["model_versions"]) == 1
+    assert sum(len(row["boxes"]) for row in live["preannotations"]) >= found

@@ -25,16 +25,25 @@ pytestmark = [pytest.mark.integration, pytest.mark.training]
 
 @pytest.fixture(scope="module")
 def untrained_onnx(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """A yolov8n from YAML, exported with a dynamic batch: serving needs no trained weights."""
+    """A yolov8n from YAML, exported with a dynamic batch: serving needs no trained weights.
+
+    A model built from YAML exports next to the working directory, so the export runs inside a
+    temporary folder: otherwise a `yolov8n.onnx` lands in the checkout.
+    """
     from trainer.training import _prepare_ultralytics, import_yolo
 
     folder = tmp_path_factory.mktemp("onnx")
     _prepare_ultralytics(folder / "ultralytics-config")
     os.environ["YOLO_OFFLINE"] = "1"
-    exported = import_yolo()("yolov8n.yaml").export(
-        format="onnx", imgsz=192, dynamic=True, simplify=True, device="cpu"
-    )
-    return Path(exported).read_bytes()
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        exported = import_yolo()("yolov8n.yaml").export(
+            format="onnx", imgsz=192, dynamic=True, simplify=True, device="cpu"
+        )
+    finally:
+        os.chdir(previous)
+    return (folder / exported).read_bytes()
 
 
 async def test_a_model_lost_by_triton_is_loaded_again(

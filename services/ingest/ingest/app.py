@@ -36,7 +36,7 @@ def register(runtime: Runtime) -> None:
 
     @runtime.broker.subscriber(
         runtime.settings.topic(Topic.STORAGE_OBJECTS),
-        **consumer_options(CONSUMER_GROUP),
+        **consumer_options(runtime.settings, CONSUMER_GROUP),
         title="ingest",
     )
     async def on_storage_object(notification: S3EventNotification) -> None:

@@ -24,6 +24,7 @@ from ingest.domain import (
     parse_manifest,
 )
 from ingest.models import Frame, TaskIngest
+from ingest.projections import apply_frame_processed, apply_frame_rejected
 from labelloop.messaging.outbox import Transactions, UnitOfWork
 from labelloop.metrics import FRAMES
 from labelloop.storage import ObjectStore
@@ -150,61 +151,39 @@ def _record_frame(
     outcome: tuple[ImageInfo, str, int] | Rejection,
 ) -> Frame:
     if isinstance(outcome, Rejection):
-        frame = Frame(
-            task_id=ref.task_id,
-            name=ref.name,
-            object_key=key,
-            status="rejected",
-            code=outcome.code,
-            reason=outcome.reason,
-        )
-        uow.emit(
-            FrameRejected.create(
-                FrameRejectedData(
-                    task_id=ref.task_id,
-                    frame=ref.name,
-                    object_key=key,
-                    code=outcome.code,
-                    reason=outcome.reason,
-                ),
-                source=SOURCE,
-                key=(ref.task_id, ref.name),
-                taskid=ref.task_id,
+        rejected = FrameRejected.create(
+            FrameRejectedData(
+                task_id=ref.task_id,
+                frame=ref.name,
+                object_key=key,
+                code=outcome.code,
+                reason=outcome.reason,
             ),
-            Topic.INGEST_EVENTS,
+            source=SOURCE,
+            key=(ref.task_id, ref.name),
+            taskid=ref.task_id,
         )
+        frame = apply_frame_rejected(uow.session, rejected)
+        uow.emit(rejected, Topic.INGEST_EVENTS)
     else:
         info, digest, size = outcome
-        frame = Frame(
-            task_id=ref.task_id,
-            name=ref.name,
-            object_key=key,
-            status="processed",
-            sha256=digest,
-            width=info.width,
-            height=info.height,
-            size_bytes=size,
-            format=info.format,
-        )
-        uow.emit(
-            FrameProcessed.create(
-                FrameProcessedData(
-                    task_id=ref.task_id,
-                    frame=ref.name,
-                    object_key=key,
-                    sha256=digest,
-                    width=info.width,
-                    height=info.height,
-                    size_bytes=size,
-                    format=info.format,
-                ),
-                source=SOURCE,
-                key=(ref.task_id, ref.name),
-                taskid=ref.task_id,
+        processed = FrameProcessed.create(
+            FrameProcessedData(
+                task_id=ref.task_id,
+                frame=ref.name,
+                object_key=key,
+                sha256=digest,
+                width=info.width,
+                height=info.height,
+                size_bytes=size,
+                format=info.format,
             ),
-            Topic.INGEST_EVENTS,
+            source=SOURCE,
+            key=(ref.task_id, ref.name),
+            taskid=ref.task_id,
         )
-    uow.session.add(frame)
+        frame = apply_frame_processed(uow.session, processed)
+        uow.emit(processed, Topic.INGEST_EVENTS)
     uow.session.flush()
     return frame
 
@@ -257,23 +236,20 @@ def _reject_mismatched_hashes(uow: UnitOfWork, ingest: TaskIngest) -> None:
         rejection = _check_declared_hash(ingest, frame.name, frame.sha256)
         if rejection is None:
             continue
-        frame.status, frame.code, frame.reason = "rejected", rejection.code, rejection.reason
-        uow.session.add(frame)
-        uow.emit(
-            FrameRejected.create(
-                FrameRejectedData(
-                    task_id=frame.task_id,
-                    frame=frame.name,
-                    object_key=frame.object_key,
-                    code=rejection.code,
-                    reason=rejection.reason,
-                ),
-                source=SOURCE,
-                key=(frame.task_id, frame.name),
-                taskid=frame.task_id,
+        rejected = FrameRejected.create(
+            FrameRejectedData(
+                task_id=frame.task_id,
+                frame=frame.name,
+                object_key=frame.object_key,
+                code=rejection.code,
+                reason=rejection.reason,
             ),
-            Topic.INGEST_EVENTS,
+            source=SOURCE,
+            key=(frame.task_id, frame.name),
+            taskid=frame.task_id,
         )
+        apply_frame_rejected(uow.session, rejected)
+        uow.emit(rejected, Topic.INGEST_EVENTS)
 
 
 def _maybe_data_ready(uow: UnitOfWork, ingest: TaskIngest) -> None:

@@ -30,7 +30,7 @@ IngestEvent = event_union(Topic.INGEST_EVENTS)
 def register(runtime: Runtime) -> None:
     @runtime.broker.subscriber(
         runtime.settings.topic(Topic.INGEST_EVENTS),
-        **consumer_options(CONSUMER_GROUP),
+        **consumer_options(runtime.settings, CONSUMER_GROUP),
         title="jobgen",
     )
     async def on_ingest_event(event: IngestEvent) -> None:  # type: ignore[valid-type]

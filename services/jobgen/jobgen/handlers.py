@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from jobgen.domain import job_id, plan_jobs
-from jobgen.models import Job
+from jobgen.projections import apply_job_created
 from labelloop.messaging.outbox import Transactions
 from labelloop.tasks import Task
 from schemas.events import (
@@ -38,33 +38,24 @@ def handle_data_ready(event: TaskDataReady, transactions: Transactions) -> list[
         plans = plan_jobs(event.data.frames, task.segment_size, task.overlap)
         ids = []
         for plan in plans:
-            job = Job(
-                id=job_id(task_id, plan.index),
-                task_id=task_id,
-                start_frame=plan.start_frame,
-                stop_frame=plan.stop_frame,
-                frames=list(plan.frames),
-            )
-            if uow.session.get(Job, job.id) is None:
-                uow.session.add(job)
-            ids.append(job.id)
-            uow.emit(
-                JobCreated.create(
-                    JobCreatedData(
-                        job_id=job.id,
-                        task_id=task_id,
-                        start_frame=job.start_frame,
-                        stop_frame=job.stop_frame,
-                        frames=job.frames,
-                    ),
-                    source=SOURCE,
-                    key=(job.id,),
-                    taskid=task_id,
-                    subject=job.id,
-                    cause=event,
+            new_job = job_id(task_id, plan.index)
+            created = JobCreated.create(
+                JobCreatedData(
+                    job_id=new_job,
+                    task_id=task_id,
+                    start_frame=plan.start_frame,
+                    stop_frame=plan.stop_frame,
+                    frames=list(plan.frames),
                 ),
-                Topic.JOBGEN_EVENTS,
+                source=SOURCE,
+                key=(new_job,),
+                taskid=task_id,
+                subject=new_job,
+                cause=event,
             )
+            apply_job_created(uow.session, created)
+            ids.append(new_job)
+            uow.emit(created, Topic.JOBGEN_EVENTS)
         uow.emit(
             TaskJobsReady.create(
                 TaskJobsReadyData(task_id=task_id, job_ids=ids),

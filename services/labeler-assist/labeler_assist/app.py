@@ -40,17 +40,18 @@ def register(runtime: Runtime) -> None:
     topics = [runtime.settings.topic(topic) for topic in TOPICS]
     server = ModelServer(runtime.settings, runtime.store, runtime.transactions)
 
-    @runtime.broker.subscriber(*topics, **consumer_options(CONSUMER_GROUP), title="labeler-assist")
+    @runtime.broker.subscriber(
+        *topics, **consumer_options(runtime.settings, CONSUMER_GROUP), title="labeler-assist"
+    )
     async def on_upstream(event: UpstreamEvent) -> None:  # type: ignore[valid-type]
         if isinstance(event, FrameProcessed):
             await asyncio.to_thread(remember_frame, event, runtime.transactions)
         elif isinstance(event, JobCreated):
             await asyncio.to_thread(remember_job, event, runtime.transactions)
-            if not runtime.replaying:
-                await server.preannotate(
-                    event.data.task_id, event.data.frames, event.data.job_id, cause=event
-                )
-        elif isinstance(event, ModelPublished) and not runtime.replaying:
+            await server.preannotate(
+                event.data.task_id, event.data.frames, event.data.job_id, cause=event
+            )
+        elif isinstance(event, ModelPublished):
             with Session(runtime.engine) as session:
                 task = session.get(Task, event.data.task_id)
                 frames = session.exec(

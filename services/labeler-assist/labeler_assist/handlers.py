@@ -14,6 +14,12 @@ from labeler_assist.domain import (
     validate_frame_labels,
 )
 from labeler_assist.models import Annotation, AssistFrame, AssistJob, LabelCounter
+from labeler_assist.projections import (
+    apply_frame_processed,
+    apply_job_created,
+    apply_labels_submitted,
+    apply_threshold_reached,
+)
 from labelloop.messaging.outbox import Outbox, Transactions
 from labelloop.tasks import Task
 from schemas.events import (
@@ -41,27 +47,14 @@ class NotYetKnown(LookupError):
 
 def remember_frame(event: FrameProcessed, transactions: Transactions) -> None:
     with transactions.unit_of_work(CONSUMER, event.id) as uow:
-        known = uow.session.get(AssistFrame, (event.data.task_id, event.data.frame))
-        if uow.already_done or known is not None:
-            return
-        uow.session.add(
-            AssistFrame(
-                task_id=event.data.task_id,
-                name=event.data.frame,
-                object_key=event.data.object_key,
-                width=event.data.width,
-                height=event.data.height,
-            )
-        )
+        if not uow.already_done:
+            apply_frame_processed(uow.session, event)
 
 
 def remember_job(event: JobCreated, transactions: Transactions) -> None:
     with transactions.unit_of_work(CONSUMER, event.id) as uow:
-        if uow.already_done or uow.session.get(AssistJob, event.data.job_id) is not None:
-            return
-        uow.session.add(
-            AssistJob(id=event.data.job_id, task_id=event.data.task_id, frames=event.data.frames)
-        )
+        if not uow.already_done:
+            apply_job_created(uow.session, event)
 
 
 def _lock_counter(session: Session, task_id: str) -> LabelCounter:
@@ -106,55 +99,37 @@ def submit_labels(
         validate_frame_labels(item, FrameSize(frame.width, frame.height), set(task.labels))
 
     counter = _lock_counter(session, task.id)
-    newly_labeled = 0
-    for item in annotations:
-        boxes = [box.model_dump() for box in item.boxes]
-        existing = session.get(Annotation, (task.id, item.frame))
-        if existing is None:
-            newly_labeled += 1
-            session.add(
-                Annotation(
-                    task_id=task.id,
-                    frame=item.frame,
-                    job_id=job_id,
-                    boxes=boxes,
-                    submitted_by=submitted_by,
-                )
-            )
-        else:
-            existing.boxes, existing.job_id, existing.submitted_by = boxes, job_id, submitted_by
-            session.add(existing)
-    counter.labeled_frames += newly_labeled
+    newly_labeled = sum(
+        1 for item in annotations if session.get(Annotation, (task.id, item.frame)) is None
+    )
     submitted = LabelsSubmitted.create(
         LabelsSubmittedData(
             task_id=task.id,
             job_id=job_id,
             annotations=annotations,
             submitted_by=submitted_by,
-            labeled_frames=counter.labeled_frames,
+            labeled_frames=counter.labeled_frames + newly_labeled,
         ),
         source=SOURCE,
         key=(uuid.uuid4().hex,),
         taskid=task.id,
         subject=job_id,
     )
+    apply_labels_submitted(session, submitted)
     outbox.emit(submitted, Topic.LABELS_EVENTS)
     for crossing in new_crossings(counter.labeled_frames, task.label_threshold, counter.crossings):
-        outbox.emit(
-            LabelsThresholdReached.create(
-                LabelsThresholdReachedData(
-                    task_id=task.id,
-                    labeled_frames=counter.labeled_frames,
-                    crossing=crossing,
-                    priority=task.priority,
-                ),
-                source=SOURCE,
-                key=(task.id, crossing),
-                taskid=task.id,
-                cause=submitted,
+        reached = LabelsThresholdReached.create(
+            LabelsThresholdReachedData(
+                task_id=task.id,
+                labeled_frames=counter.labeled_frames,
+                crossing=crossing,
+                priority=task.priority,
             ),
-            Topic.LABELS_EVENTS,
+            source=SOURCE,
+            key=(task.id, crossing),
+            taskid=task.id,
+            cause=submitted,
         )
-        counter.crossings = crossing
-    session.add(counter)
+        apply_threshold_reached(session, reached)
+        outbox.emit(reached, Topic.LABELS_EVENTS)
     return submitted

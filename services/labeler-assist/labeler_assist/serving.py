@@ -16,12 +16,13 @@ from typing import Any, Protocol
 from sqlmodel import Session, col, select
 
 from labeler_assist.models import Annotation, AssistFrame, Preannotation, ServedModel
+from labeler_assist.projections import apply_preannotation_ready
 from labelloop.config import Settings
 from labelloop.messaging.outbox import Transactions
 from labelloop.metrics import INFERENCE_LATENCY
 from labelloop.storage import ObjectStore
 from schemas.envelope import CloudEvent
-from schemas.events import PreannotationReady, PreannotationReadyData
+from schemas.events import PreannotationReady, PreannotationReadyData, PredictedBox
 from schemas.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -219,43 +220,33 @@ class ModelServer:
             for name, found in zip(frames, detections, strict=True):
                 if outbox.session.get(Preannotation, (model.task_id, name, model.version)):
                     continue
-                boxes = [
-                    {
-                        "label": model.labels[d.label]
-                        if d.label < len(model.labels)
-                        else str(d.label),
-                        "x": round(d.x, 1),
-                        "y": round(d.y, 1),
-                        "w": round(d.w, 1),
-                        "h": round(d.h, 1),
-                        "score": round(d.score, 4),
-                    }
+                names = model.labels
+                predictions = [
+                    PredictedBox(
+                        label=names[d.label] if d.label < len(names) else str(d.label),
+                        x=round(float(d.x), 1),
+                        y=round(float(d.y), 1),
+                        w=round(float(d.w), 1),
+                        h=round(float(d.h), 1),
+                        score=round(float(d.score), 4),
+                    )
                     for d in found
                 ]
-                outbox.session.add(
-                    Preannotation(
+                ready = PreannotationReady.create(
+                    PreannotationReadyData(
                         task_id=model.task_id,
+                        job_id=job_id,
                         frame=name,
                         model_version=model.version,
-                        boxes=boxes,
+                        boxes=len(predictions),
+                        predictions=predictions,
                         backend=model.backend,
-                    )
-                )
-                outbox.emit(
-                    PreannotationReady.create(
-                        PreannotationReadyData(
-                            task_id=model.task_id,
-                            job_id=job_id,
-                            frame=name,
-                            model_version=model.version,
-                            boxes=len(boxes),
-                            backend=model.backend,
-                            fallback_reason=model.fallback_reason,
-                        ),
-                        source=SOURCE,
-                        key=(model.task_id, name, model.version),
-                        taskid=model.task_id,
-                        cause=cause,
+                        fallback_reason=model.fallback_reason,
                     ),
-                    Topic.LABELS_EVENTS,
+                    source=SOURCE,
+                    key=(model.task_id, name, model.version),
+                    taskid=model.task_id,
+                    cause=cause,
                 )
+                apply_preannotation_ready(outbox.session, ready)
+                outbox.emit(ready, Topic.LABELS_EVENTS)

@@ -29,7 +29,7 @@ LabelsEvent = event_union(Topic.LABELS_EVENTS)
 def register(runtime: Runtime) -> None:
     @runtime.broker.subscriber(
         runtime.settings.topic(Topic.LABELS_EVENTS),
-        **consumer_options(CONSUMER_GROUP),
+        **consumer_options(runtime.settings, CONSUMER_GROUP),
         title="trainer",
     )
     async def on_labels_event(event: LabelsEvent) -> None:  # type: ignore[valid-type]
@@ -38,8 +38,7 @@ def register(runtime: Runtime) -> None:
         elif isinstance(event, LabelsThresholdReached):
             await asyncio.to_thread(enqueue, event, runtime.transactions)
 
-    if not runtime.replaying:
-        runtime.background.append(Scheduler(runtime.transactions, runtime.settings).run)
+    runtime.background.append(Scheduler(runtime.transactions, runtime.settings).run)
 
 
 @router.get("/tasks/{task_id}/models")

@@ -34,7 +34,12 @@ from schemas.events import (
 )
 from schemas.topics import Topic
 from trainer.devices import choose_device, visible_gpus
-from trainer.models import ModelVersion, TrainingLabel, TrainingRequest
+from trainer.models import ModelVersion, TrainingRequest
+from trainer.projections import (
+    apply_labels_submitted,
+    apply_training_failed,
+    apply_training_started,
+)
 from trainer.queue import (
     Candidate,
     Enqueue,
@@ -60,13 +65,7 @@ def record_labels(event: LabelsSubmitted, transactions: Transactions) -> None:
     with transactions.unit_of_work(CONSUMER, event.id) as uow:
         if uow.already_done:
             return
-        for item in event.data.annotations:
-            boxes = [box.model_dump() for box in item.boxes]
-            row = uow.session.get(TrainingLabel, (event.data.task_id, item.frame))
-            if row is None:
-                row = TrainingLabel(task_id=event.data.task_id, frame=item.frame, boxes=boxes)
-            row.boxes = boxes
-            uow.session.add(row)
+        apply_labels_submitted(uow.session, event)
 
 
 def enqueue(event: LabelsThresholdReached, transactions: Transactions) -> Enqueue | None:
@@ -151,26 +150,21 @@ def fail_run(outbox: Outbox, request: TrainingRequest, error: str) -> None:
     """Mark a run failed, its version too, and say why."""
     request.status, request.error, request.finished_at = RunStatus.FAILED, error[:2000], _now()
     outbox.session.add(request)
-    if request.version is not None:
-        version = outbox.session.get(ModelVersion, (request.version, request.task_id))
-        if version is not None:
-            version.status = "failed"
-            outbox.session.add(version)
-    outbox.emit(
-        TrainingFailed.create(
-            TrainingFailedData(
-                task_id=request.task_id,
-                run_id=request.id,
-                version=request.version or 1,
-                error=error[:2000],
-            ),
-            source=SOURCE,
-            key=(request.id, request.attempts),
-            taskid=request.task_id,
-            **run_links(request),
+    failed = TrainingFailed.create(
+        TrainingFailedData(
+            task_id=request.task_id,
+            run_id=request.id,
+            version=request.version or 1,
+            error=error[:2000],
         ),
-        Topic.TRAINER_EVENTS,
+        source=SOURCE,
+        key=(request.id, request.attempts),
+        taskid=request.task_id,
+        **run_links(request),
     )
+    if request.version is not None:
+        apply_training_failed(outbox.session, failed)
+    outbox.emit(failed, Topic.TRAINER_EVENTS)
 
 
 class Scheduler:
@@ -310,21 +304,15 @@ class Scheduler:
             request.attempts += 1
             request.version, request.device = version, device
             session.add(request)
-            session.add(
-                ModelVersion(
-                    task_id=request.task_id, version=version, status="training", run_id=request.id
-                )
+            started = progress_event(
+                request,
+                request.attempts,
+                device,
+                epoch=0,
+                epochs=planned_epochs(self.settings, warm_start=warm),
             )
-            outbox.emit(
-                progress_event(
-                    request,
-                    request.attempts,
-                    device,
-                    epoch=0,
-                    epochs=planned_epochs(self.settings, warm_start=warm),
-                ),
-                Topic.TRAINER_EVENTS,
-            )
+            apply_training_started(session, started)
+            outbox.emit(started, Topic.TRAINER_EVENTS)
         latency = (_now() - _aware(request.first_threshold_at)).total_seconds()
         QUEUE_WAIT.observe(latency)
         log.info(

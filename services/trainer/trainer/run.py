@@ -45,6 +45,11 @@ from schemas.events import (
 from schemas.topics import Topic
 from trainer.handlers import SOURCE, fail_run, planned_epochs, progress_event, run_links
 from trainer.models import ModelVersion, TrainingLabel, TrainingRequest
+from trainer.projections import (
+    apply_model_published,
+    apply_model_rejected,
+    apply_training_preempted,
+)
 from trainer.queue import RunStatus
 from trainer.registry import checkpoint_key, fetch_weights, onnx_key, register
 
@@ -274,27 +279,23 @@ def _requeue_preempted(
         assert request is not None and request.version is not None
         key = checkpoint_key(request.task_id, request.id)
         store.put_bytes(key, stopped.checkpoint.read_bytes())
-        outbox.emit(
-            TrainingPreempted.create(
-                TrainingPreemptedData(
-                    task_id=request.task_id,
-                    run_id=request.id,
-                    version=request.version,
-                    epochs_done=epochs_done,
-                    epochs=epochs,
-                    checkpoint_key=key,
-                    preempted_by=request.preempted_by or "",
-                ),
-                source=SOURCE,
-                key=(request.id, attempt, "preempted"),
-                taskid=request.task_id,
-                **run_links(request),
+        preempted = TrainingPreempted.create(
+            TrainingPreemptedData(
+                task_id=request.task_id,
+                run_id=request.id,
+                version=request.version,
+                epochs_done=epochs_done,
+                epochs=epochs,
+                checkpoint_key=key,
+                preempted_by=request.preempted_by or "",
             ),
-            Topic.TRAINER_EVENTS,
+            source=SOURCE,
+            key=(request.id, attempt, "preempted"),
+            taskid=request.task_id,
+            **run_links(request),
         )
-        stale = outbox.session.get(ModelVersion, (request.version, request.task_id))
-        if stale is not None:
-            outbox.session.delete(stale)
+        apply_training_preempted(outbox.session, preempted)
+        outbox.emit(preempted, Topic.TRAINER_EVENTS)
         request.status, request.owner, request.version = RunStatus.QUEUED, None, None
         request.checkpoint_key, request.epochs_done = key, epochs_done
         request.preemptions += 1
@@ -334,57 +335,42 @@ def _finish(
             log.warning("run %s: attempt %d no longer owns it; result dropped", request_id, attempt)
             return
         assert request is not None and request.version is not None
-        version = session.get(ModelVersion, (request.version, request.task_id))
-        assert version is not None
-        version.metrics = metrics
         model_metrics = ModelMetrics(**metrics)
         if reason is None:
-            for previous in session.exec(
-                select(ModelVersion).where(
-                    ModelVersion.task_id == request.task_id, col(ModelVersion.current).is_(True)
-                )
-            ):
-                previous.current, previous.status = False, "retired"
-                session.add(previous)
-            version.status, version.current = "published", True
-            outbox.emit(
-                ModelPublished.create(
-                    ModelPublishedData(
-                        task_id=request.task_id,
-                        run_id=request.id,
-                        version=request.version,
-                        metrics=model_metrics,
-                        onnx_key=onnx_key(request.task_id, request.version),
-                    ),
-                    source=SOURCE,
-                    key=(request.task_id, request.version),
-                    taskid=request.task_id,
-                    **run_links(request),
+            published = ModelPublished.create(
+                ModelPublishedData(
+                    task_id=request.task_id,
+                    run_id=request.id,
+                    version=request.version,
+                    metrics=model_metrics,
+                    onnx_key=onnx_key(request.task_id, request.version),
                 ),
-                Topic.TRAINER_EVENTS,
+                source=SOURCE,
+                key=(request.task_id, request.version),
+                taskid=request.task_id,
+                **run_links(request),
             )
+            apply_model_published(session, published)
+            outbox.emit(published, Topic.TRAINER_EVENTS)
         else:
-            version.status = "rejected"
-            outbox.emit(
-                ModelRejected.create(
-                    ModelRejectedData(
-                        task_id=request.task_id,
-                        run_id=request.id,
-                        version=request.version,
-                        metrics=model_metrics,
-                        current_metrics=ModelMetrics(**_metric_dict(current_metrics))
-                        if current_metrics is not None
-                        else None,
-                        reason=reason,
-                    ),
-                    source=SOURCE,
-                    key=(request.task_id, request.version),
-                    taskid=request.task_id,
-                    **run_links(request),
+            rejected = ModelRejected.create(
+                ModelRejectedData(
+                    task_id=request.task_id,
+                    run_id=request.id,
+                    version=request.version,
+                    metrics=model_metrics,
+                    current_metrics=ModelMetrics(**_metric_dict(current_metrics))
+                    if current_metrics is not None
+                    else None,
+                    reason=reason,
                 ),
-                Topic.TRAINER_EVENTS,
+                source=SOURCE,
+                key=(request.task_id, request.version),
+                taskid=request.task_id,
+                **run_links(request),
             )
-        session.add(version)
+            apply_model_rejected(session, rejected)
+            outbox.emit(rejected, Topic.TRAINER_EVENTS)
         request.status, request.finished_at = RunStatus.DONE, datetime.now(UTC)
         request.checkpoint_key = None
         session.add(request)

@@ -13,7 +13,15 @@ from sqlmodel import Session, select
 from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep, require_admin
 from labelloop.messaging.broker import consumer_options
 from labelloop.runtime import Runtime
-from schemas.events import PROJECT_TOPICS, event_union
+from schemas.events import (
+    PROJECT_TOPICS,
+    WebhookSubscriptionCreated,
+    WebhookSubscriptionCreatedData,
+    WebhookSubscriptionDeleted,
+    WebhookSubscriptionDeletedData,
+    event_union,
+)
+from schemas.topics import Topic
 from webhooks.domain import (
     UnsafeTarget,
     check_address,
@@ -32,11 +40,13 @@ from webhooks.models import (
     SubscriptionCreated,
     SubscriptionPublic,
 )
+from webhooks.projections import apply_subscription_created, apply_subscription_deleted
 
 NAME = "webhooks"
 CONSUMER_GROUP = "labelloop-webhooks"
 TOPICS = PROJECT_TOPICS
 PING_TYPE = "io.labelloop.webhook.ping.v1"
+SOURCE = "/labelloop/webhooks"
 
 __all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
 
@@ -50,15 +60,14 @@ def register(runtime: Runtime) -> None:
     max_attempts = runtime.settings.webhook_max_attempts
     topics = [runtime.settings.topic(topic) for topic in TOPICS]
 
-    @runtime.broker.subscriber(*topics, **consumer_options(CONSUMER_GROUP), title="webhooks")
+    @runtime.broker.subscriber(
+        *topics, **consumer_options(runtime.settings, CONSUMER_GROUP), title="webhooks"
+    )
     async def on_event(event: AnyEvent) -> None:  # type: ignore[valid-type]
-        if runtime.replaying:
-            return
         if await asyncio.to_thread(fan_out, event, runtime.transactions, max_attempts):
             dispatcher.wake()
 
-    if not runtime.replaying:
-        runtime.background.append(dispatcher.run)
+    runtime.background.append(dispatcher.run)
 
 
 def _check_target(url: str, allowlist_text: str) -> None:
@@ -81,16 +90,25 @@ def create_subscription(
         _check_target(body.url, runtime.settings.webhook_allowlist)
     except UnsafeTarget as unsafe:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(unsafe)) from unsafe
-    subscription = Subscription(
-        id="sub_" + uuid.uuid4().hex,
-        url=body.url,
-        events=body.events,
-        task_id=body.task_id,
-        secret=body.secret or new_secret(),
-        created_by=principal.name,
+    subscription_id = "sub_" + uuid.uuid4().hex
+    created = WebhookSubscriptionCreated.create(
+        WebhookSubscriptionCreatedData(
+            subscription_id=subscription_id,
+            url=body.url,
+            events=body.events,
+            task_id=body.task_id,
+            created_by=principal.name,
+        ),
+        source=SOURCE,
+        key=(subscription_id,),
+        subject=subscription_id,
+        taskid=body.task_id,
     )
-    session.add(subscription)
-    session.commit()
+    with runtime.transactions.session() as outbox:
+        subscription = apply_subscription_created(
+            outbox.session, created, secret=body.secret or new_secret()
+        )
+        outbox.emit(created, Topic.WEBHOOKS_EVENTS, key=subscription_id)
     return SubscriptionCreated.model_validate(subscription, from_attributes=True)
 
 
@@ -108,12 +126,21 @@ def _require(session: Session, subscription_id: str) -> Subscription:
 
 
 @router.delete("/{subscription_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_subscription(subscription_id: str, session: SessionDep, _: PrincipalDep) -> None:
+def delete_subscription(
+    subscription_id: str, runtime: RuntimeDep, session: SessionDep, principal: PrincipalDep
+) -> None:
     """Stop deliveries; the delivery log is kept."""
     subscription = _require(session, subscription_id)
-    subscription.active = False
-    session.add(subscription)
-    session.commit()
+    deleted = WebhookSubscriptionDeleted.create(
+        WebhookSubscriptionDeletedData(subscription_id=subscription.id, deleted_by=principal.name),
+        source=SOURCE,
+        key=(subscription.id, "deleted"),
+        subject=subscription.id,
+        taskid=subscription.task_id,
+    )
+    with runtime.transactions.session() as outbox:
+        apply_subscription_deleted(outbox.session, deleted)
+        outbox.emit(deleted, Topic.WEBHOOKS_EVENTS, key=subscription.id)
 
 
 @router.post("/{subscription_id}/ping", status_code=status.HTTP_202_ACCEPTED)
@@ -124,7 +151,7 @@ def ping(subscription_id: str, session: SessionDep, _: PrincipalDep) -> Delivery
     document = {
         "specversion": "1.0",
         "id": event_id,
-        "source": "/labelloop/webhooks",
+        "source": SOURCE,
         "type": PING_TYPE,
         "time": datetime.now(UTC).isoformat(),
         "subject": subscription.id,

@@ -150,6 +150,7 @@ LABELLOOP_ENVIRONMENT: {{ .Values.environment | quote }}
 LABELLOOP_LOG_LEVEL: {{ .Values.logLevel | quote }}
 LABELLOOP_KAFKA_BOOTSTRAP_SERVERS: {{ required "kafka.bootstrapServers is required" .Values.kafka.bootstrapServers | quote }}
 LABELLOOP_KAFKA_TOPIC_PREFIX: {{ .Values.kafka.topicPrefix | quote }}
+LABELLOOP_KAFKA_GROUP_PREFIX: {{ .Values.kafka.groupPrefix | quote }}
 LABELLOOP_KAFKA_PARTITIONS: {{ .Values.kafka.partitions | quote }}
 LABELLOOP_KAFKA_REPLICATION_FACTOR: {{ .Values.kafka.replicationFactor | quote }}
 LABELLOOP_S3_ENDPOINT: {{ required "s3.endpoint is required" .Values.s3.endpoint | quote }}

@@ -1,0 +1,237 @@
+"""``labelloop replay``: rebuild every projection from Kafka alone, into another database.
+
+The topics are the system of record (kept forever, ``retention.ms=-1``). A replay reads them
+with a plain consumer that joins no group (so it moves no live offset and no live consumer
+sees it), and applies each event with the very projection functions the live handlers use
+(:mod:`labelloop.projections`). No service runs, so nothing is sent: no webhook, no training,
+no inference, no new event. An event already in the target's event log is skipped, so
+replaying twice into the same database changes nothing.
+
+What is rebuilt: :func:`projected_tables`. What is not, and why: the outbox and processed-message
+log (the live processes' bookkeeping), the training queue, the served-model cache, webhook
+deliveries and attempts (the side effects a replay must not repeat), ingest's manifests (they
+live in the object store) and API tokens (credentials never go into events).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import ValidationError
+from sqlmodel import Session
+
+from labelloop.config import Settings
+from labelloop.db import get_engine
+from labelloop.projections import Projection, Projector
+from labelloop.timeline import append_event
+from schemas.envelope import CloudEvent
+from schemas.events import EVENT_TYPES, PROJECT_TOPICS
+from schemas.topics import Topic
+
+log = logging.getLogger(__name__)
+
+PROJECTION_MODULES = (
+    "labelloop.tasks",
+    "ingest.projections",
+    "jobgen.projections",
+    "labeler_assist.projections",
+    "trainer.projections",
+    "webhooks.projections",
+)
+"""Modules exposing a ``PROJECTION`` (:class:`labelloop.projections.Projection`)."""
+
+EVENT_LOG_TABLE = "event_log"
+
+UNREPLAYED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "event_log": ("seq",),
+    "webhook_subscriptions": ("secret",),
+}
+"""Columns a replay does not reproduce: the log's arrival order (a replay reads topics one
+after the other), and webhook secrets, which never leave the live database."""
+
+BATCH = 1000
+
+
+def projections() -> list[Projection]:
+    return [importlib.import_module(name).PROJECTION for name in PROJECTION_MODULES]
+
+
+def projected_tables() -> tuple[str, ...]:
+    """Every table a replay rebuilds, the event log first."""
+    return (EVENT_LOG_TABLE, *(table for p in projections() for table in p.tables))
+
+
+def parse_event(value: bytes | None) -> CloudEvent[Any] | None:
+    """The event a record carries, or None for anything that is not a known labelloop event."""
+    if not value:
+        return None
+    try:
+        event_type = json.loads(value).get("type")
+        event_class = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
+        return event_class.model_validate_json(value) if event_class else None
+    except (ValueError, ValidationError, AttributeError):
+        return None
+
+
+class EventApplier:
+    """Applies events to a session: the event log, then every projection that wants it."""
+
+    def __init__(self, projection_list: Iterable[Projection]) -> None:
+        self._appliers: dict[type[CloudEvent[Any]], list[Projector]] = {}
+        for projection in projection_list:
+            for event_class, applier in projection.appliers.items():
+                self._appliers.setdefault(event_class, []).append(applier)
+
+    def apply(self, session: Session, event: CloudEvent[Any]) -> bool:
+        """False when the event was applied before (it is in the event log)."""
+        if not append_event(session, event):
+            return False
+        for applier in self._appliers.get(type(event), ()):
+            applier(session, event)
+        return True
+
+    def apply_record(self, session: Session, value: bytes | None) -> bool | None:
+        """Apply a Kafka record's event: None when it carries none labelloop knows."""
+        event = parse_event(value)
+        return None if event is None else self.apply(session, event)
+
+
+@dataclass
+class ReplayStats:
+    """What a replay read and did."""
+
+    records: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    """Records that are not a known labelloop event (they are in the DLQs' keeping)."""
+    seconds: float = 0.0
+    per_topic: dict[str, int] = field(default_factory=dict)
+
+    def count(self, topic: str, outcome: bool | None) -> None:
+        """Tally one record: applied (True), seen before (False) or not an event (None)."""
+        self.records += 1
+        self.per_topic[topic] = self.per_topic.get(topic, 0) + 1
+        if outcome is None:
+            self.skipped += 1
+        elif outcome:
+            self.applied += 1
+        else:
+            self.duplicates += 1
+
+    @property
+    def events_per_s(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+
+ProgressFn = Callable[[int, int], None]
+"""Called with (records read, records to read) after each batch."""
+
+
+def _millis(moment: datetime | None) -> int | None:
+    return int(moment.timestamp() * 1000) if moment is not None else None
+
+
+async def _partitions(settings: Settings, topics: Sequence[Topic]) -> list[TopicPartition]:
+    """The partitions of ``topics`` that exist (described, never auto-created by asking)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        described = {entry["topic"]: entry for entry in await admin.describe_topics()}
+    finally:
+        await admin.close()
+    partitions: list[TopicPartition] = []
+    for topic in topics:
+        name = settings.topic(topic)
+        if name not in described:
+            log.warning("topic %s does not exist; nothing to replay from it", name)
+            continue
+        numbers = sorted(p["partition"] for p in described[name]["partitions"])
+        partitions.extend(TopicPartition(name, number) for number in numbers)
+    return partitions
+
+
+async def _start_offsets(
+    consumer: AIOKafkaConsumer,
+    partitions: list[TopicPartition],
+    since: datetime | None,
+    end: dict[TopicPartition, int],
+) -> dict[TopicPartition, int]:
+    """Each partition's first offset at or after ``since`` (its end when there is none)."""
+    if since is None:
+        return dict(await consumer.beginning_offsets(partitions))
+    found = await consumer.offsets_for_times({tp: _millis(since) for tp in partitions})
+    return {tp: found[tp].offset if found[tp] else end[tp] for tp in partitions}
+
+
+async def replay(
+    settings: Settings,
+    database_url: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    topics: Sequence[Topic] = PROJECT_TOPICS,
+    progress: ProgressFn | None = None,
+) -> ReplayStats:
+    """Apply the events Kafka recorded between ``since`` and ``until`` (its record timestamps)
+    to the database at ``database_url``, which is migrated to the current schema first.
+
+    It reads up to the end offsets seen when it starts, so it finishes while producers go on.
+    """
+    from labelloop.migrations import upgrade
+
+    upgrade(database_url)
+    engine = get_engine(database_url)
+    applier = EventApplier(projections())
+    until_ms = _millis(until)
+    stats = ReplayStats()
+    started = time.perf_counter()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id="labelloop-replay",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        partitions = await _partitions(settings, topics)
+        if not partitions:
+            return stats
+        consumer.assign(partitions)
+        end = await consumer.end_offsets(partitions)
+        start = await _start_offsets(consumer, partitions, since, end)
+        for tp in partitions:
+            consumer.seek(tp, start[tp])
+        pending = {tp for tp in partitions if start[tp] < end[tp]}
+        total = sum(end[tp] - start[tp] for tp in partitions)
+        while pending:
+            consumer.pause(*(set(partitions) - pending))
+            batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=BATCH)
+            with Session(engine) as session:
+                for tp, records in batch.items():
+                    for record in records:
+                        past_until = until_ms is not None and record.timestamp > until_ms
+                        if record.offset >= end[tp] or past_until:
+                            pending.discard(tp)
+                            break
+                        stats.count(tp.topic, applier.apply_record(session, record.value))
+                session.commit()
+            for tp in list(pending):
+                if await consumer.position(tp) >= end[tp]:
+                    pending.discard(tp)
+            if progress is not None:
+                progress(stats.records, total)
+    finally:
+        await consumer.stop()
+        stats.seconds = time.perf_counter() - started
+    return stats

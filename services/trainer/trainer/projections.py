@@ -1,0 +1,108 @@
+"""trainer's projections: its copy of the labels and the ``model_versions`` registry.
+
+A version row follows its run's events: created (or reset, after a crashed attempt) by the
+run's ``training.started`` at epoch 0, then published, rejected or failed; a preempted
+attempt's row is dropped, since the resumed run claims its version again. Every change checks
+the run id, so an event of one run never touches another run's version.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from labelloop.projections import Projection
+from schemas.events import (
+    LabelsSubmitted,
+    ModelPublished,
+    ModelRejected,
+    TrainingFailed,
+    TrainingPreempted,
+    TrainingStarted,
+)
+from trainer.models import ModelVersion, TrainingLabel
+
+
+def apply_labels_submitted(session: Session, event: LabelsSubmitted) -> None:
+    """The last submission of a frame wins."""
+    for item in event.data.annotations:
+        boxes = [box.model_dump() for box in item.boxes]
+        row = session.get(TrainingLabel, (event.data.task_id, item.frame))
+        if row is None:
+            row = TrainingLabel(task_id=event.data.task_id, frame=item.frame, boxes=boxes)
+        row.boxes = boxes
+        session.add(row)
+
+
+def _version_of(session: Session, task_id: str, version: int, run_id: str) -> ModelVersion | None:
+    row = session.get(ModelVersion, (version, task_id))
+    return row if row is not None and row.run_id == run_id else None
+
+
+def apply_training_started(session: Session, event: TrainingStarted) -> ModelVersion | None:
+    """Epoch 0 opens the version (later epochs are progress only)."""
+    data = event.data
+    if data.epoch != 0:
+        return None
+    row = session.get(ModelVersion, (data.version, data.task_id))
+    if row is None:
+        row = ModelVersion(
+            task_id=data.task_id, version=data.version, status="training", run_id=data.run_id
+        )
+    row.status, row.run_id, row.created_at = "training", data.run_id, event.time
+    row.metrics, row.current = None, False
+    session.add(row)
+    return row
+
+
+def apply_model_published(session: Session, event: ModelPublished) -> None:
+    """The version becomes the task's current one; the one before is retired."""
+    data = event.data
+    row = _version_of(session, data.task_id, data.version, data.run_id)
+    if row is None:
+        return
+    for previous in session.exec(
+        select(ModelVersion).where(
+            ModelVersion.task_id == data.task_id, col(ModelVersion.current).is_(True)
+        )
+    ):
+        if previous.version != data.version:
+            previous.current, previous.status = False, "retired"
+            session.add(previous)
+    row.status, row.current, row.metrics = "published", True, data.metrics.model_dump()
+    session.add(row)
+
+
+def apply_model_rejected(session: Session, event: ModelRejected) -> None:
+    data = event.data
+    row = _version_of(session, data.task_id, data.version, data.run_id)
+    if row is not None:
+        row.status, row.metrics = "rejected", data.metrics.model_dump()
+        session.add(row)
+
+
+def apply_training_failed(session: Session, event: TrainingFailed) -> None:
+    data = event.data
+    row = _version_of(session, data.task_id, data.version, data.run_id)
+    if row is not None:
+        row.status = "failed"
+        session.add(row)
+
+
+def apply_training_preempted(session: Session, event: TrainingPreempted) -> None:
+    data = event.data
+    row = _version_of(session, data.task_id, data.version, data.run_id)
+    if row is not None:
+        session.delete(row)
+
+
+PROJECTION = Projection(
+    tables=("training_labels", "model_versions"),
+    appliers={
+        LabelsSubmitted: apply_labels_submitted,
+        TrainingStarted: apply_training_started,
+        ModelPublished: apply_model_published,
+        ModelRejected: apply_model_rejected,
+        TrainingFailed: apply_training_failed,
+        TrainingPreempted: apply_training_preempted,
+    },
+)

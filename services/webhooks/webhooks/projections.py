@@ -1,0 +1,51 @@
+"""webhooks' projection: the subscriptions, from their created and deleted events.
+
+Signing secrets are never in an event (the topics are kept forever), so a replayed
+subscription has an empty secret: a replayed database is for audit, not for sending.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from labelloop.projections import Projection
+from schemas.events import WebhookSubscriptionCreated, WebhookSubscriptionDeleted
+from webhooks.models import Subscription
+
+REPLAYED_SECRET = ""
+"""The secret of a subscription rebuilt from events: none (see the module docstring)."""
+
+
+def apply_subscription_created(
+    session: Session, event: WebhookSubscriptionCreated, *, secret: str = REPLAYED_SECRET
+) -> Subscription:
+    data = event.data
+    subscription = session.get(Subscription, data.subscription_id)
+    if subscription is None:
+        subscription = Subscription(
+            id=data.subscription_id,
+            url=data.url,
+            events=list(data.events),
+            task_id=data.task_id,
+            secret=secret,
+            created_by=data.created_by,
+            created_at=event.time,
+        )
+        session.add(subscription)
+    return subscription
+
+
+def apply_subscription_deleted(session: Session, event: WebhookSubscriptionDeleted) -> None:
+    subscription = session.get(Subscription, event.data.subscription_id)
+    if subscription is not None:
+        subscription.active = False
+        session.add(subscription)
+
+
+PROJECTION = Projection(
+    tables=("webhook_subscriptions",),
+    appliers={
+        WebhookSubscriptionCreated: apply_subscription_created,
+        WebhookSubscriptionDeleted: apply_subscription_deleted,
+    },
+)

@@ -1,0 +1,175 @@
+"""The projection functions shared by live handlers and ``labelloop replay``, on SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from ingest.models import Frame
+from labelloop.db import create_tables, get_engine
+from labelloop.replay import EventApplier, parse_event, projected_tables, projections
+from labelloop.timeline import EventRecord
+from schemas.events import (
+    FrameProcessed,
+    FrameProcessedData,
+    FrameRejected,
+    FrameRejectedData,
+    ModelMetrics,
+    ModelPublished,
+    ModelPublishedData,
+    TrainingPreempted,
+    TrainingPreemptedData,
+    TrainingStarted,
+    TrainingStartedData,
+)
+from trainer.models import ModelVersion
+
+TASK = "t1"
+METRICS = ModelMetrics(map50=0.9, map50_95=0.6, precision=0.95, recall=0.9)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    engine = get_engine(f"sqlite:///{tmp_path}/projections.db")
+    create_tables(engine)
+    return engine
+
+
+def started(run: str, version: int, epoch: int = 0) -> TrainingStarted:
+    return TrainingStarted.create(
+        TrainingStartedData(
+            task_id=TASK, run_id=run, version=version, device="cpu", epoch=epoch, epochs=5
+        ),
+        source="/test",
+        key=(run, version, epoch),
+        taskid=TASK,
+    )
+
+
+def published(run: str, version: int) -> ModelPublished:
+    return ModelPublished.create(
+        ModelPublishedData(
+            task_id=TASK, run_id=run, version=version, metrics=METRICS, onnx_key="k"
+        ),
+        source="/test",
+        key=(run, version),
+        taskid=TASK,
+    )
+
+
+def versions(engine: Engine) -> dict[int, tuple[str, bool]]:
+    with Session(engine) as session:
+        rows = session.exec(select(ModelVersion).where(ModelVersion.task_id == TASK)).all()
+        return {row.version: (row.status, row.current) for row in rows}
+
+
+def apply_all(engine: Engine, *events: object) -> list[bool]:
+    applier = EventApplier(projections())
+    with Session(engine) as session:
+        outcomes = [applier.apply(session, event) for event in events]  # type: ignore[arg-type]
+        session.commit()
+    return outcomes
+
+
+def test_a_published_version_retires_the_one_before(engine: Engine) -> None:
+    apply_all(engine, started("r1", 1), published("r1", 1), started("r2", 2), published("r2", 2))
+    assert versions(engine) == {1: ("retired", False), 2: ("published", True)}
+    with Session(engine) as session:
+        row = session.get(ModelVersion, (2, TASK))
+        assert row is not None and row.metrics == METRICS.model_dump()
+
+
+def test_events_of_another_run_never_touch_a_version(engine: Engine) -> None:
+    apply_all(engine, started("r1", 1), published("other", 1), started("r1", 1, epoch=3))
+    assert versions(engine) == {1: ("training", False)}
+
+
+def test_a_preempted_attempt_drops_its_version_until_the_run_resumes(engine: Engine) -> None:
+    preempted = TrainingPreempted.create(
+        TrainingPreemptedData(
+            task_id=TASK,
+            run_id="r1",
+            version=1,
+            epochs_done=2,
+            epochs=5,
+            checkpoint_key="c",
+            preempted_by="r0",
+        ),
+        source="/test",
+        key=("r1", "preempted"),
+        taskid=TASK,
+    )
+    apply_all(engine, started("r1", 1), preempted)
+    assert versions(engine) == {}
+    apply_all(engine, started("r1", 1, epoch=0).model_copy(update={"id": "resumed"}))
+    assert versions(engine) == {1: ("training", False)}
+
+
+def test_a_frame_the_manifest_refutes_keeps_its_measurements(engine: Engine) -> None:
+    processed = FrameProcessed.create(
+        FrameProcessedData(
+            task_id=TASK,
+            frame="a.jpg",
+            object_key="tasks/t1/data/a.jpg",
+            sha256="0" * 64,
+            width=64,
+            height=48,
+            size_bytes=900,
+            format="JPEG",
+        ),
+        source="/test",
+        key=(TASK, "a.jpg"),
+        taskid=TASK,
+    )
+    rejected = FrameRejected.create(
+        FrameRejectedData(
+            task_id=TASK,
+            frame="a.jpg",
+            object_key="tasks/t1/data/a.jpg",
+            code="hash_mismatch",
+            reason="differs",
+        ),
+        source="/test",
+        key=(TASK, "a.jpg"),
+        taskid=TASK,
+    )
+    apply_all(engine, processed, rejected)
+    with Session(engine) as session:
+        frame = session.get(Frame, (TASK, "a.jpg"))
+        assert frame is not None
+        assert (frame.status, frame.code, frame.sha256, frame.width) == (
+            "rejected",
+            "hash_mismatch",
+            "0" * 64,
+            64,
+        )
+        assert frame.processed_at.replace(tzinfo=None) == processed.time.replace(tzinfo=None)
+
+
+def test_an_event_applies_once(engine: Engine) -> None:
+    event = started("r1", 1)
+    assert apply_all(engine, event, event) == [True, False]
+    assert apply_all(engine, event) == [False]
+    with Session(engine) as session:
+        assert len(session.exec(select(EventRecord)).all()) == 1
+
+
+def test_records_that_are_not_labelloop_events_are_skipped() -> None:
+    assert parse_event(None) is None
+    assert parse_event(b"not json") is None
+    assert parse_event(b'{"type": "io.labelloop.unknown.v9"}') is None
+    assert parse_event(b'{"type": "io.labelloop.task.created.v1", "data": {}}') is None
+    event = started("r", 1)
+    assert parse_event(event.model_dump_json().encode()) == event
+
+
+def test_every_projected_table_is_a_table_of_the_models() -> None:
+    from sqlmodel import SQLModel
+
+    tables = projected_tables()
+    assert len(set(tables)) == len(tables)
+    assert set(tables) <= set(SQLModel.metadata.tables)
+    assert "event_log" in tables and "webhook_subscriptions" in tables
