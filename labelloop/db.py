@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session, SQLModel, create_engine
 
 
@@ -41,9 +43,20 @@ def get_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def create_tables(engine: Engine) -> None:
-    """Create every table the imported models declare (idempotent)."""
-    SQLModel.metadata.create_all(engine)
+def create_tables(engine: Engine, attempts: int = 5) -> None:
+    """Create every table the imported models declare (idempotent).
+
+    Processes started together (one per service) race to create the same tables: the loser's
+    ``CREATE TABLE`` fails with "already exists", and trying again finds them made.
+    """
+    for attempt in range(attempts):
+        try:
+            SQLModel.metadata.create_all(engine)
+            return
+        except (OperationalError, ProgrammingError, IntegrityError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 @contextmanager

@@ -175,3 +175,52 @@ def wait_http_ready(url: str, timeout_s: float = 60.0) -> bool:
             pass
         time.sleep(0.2)
     return False
+
+
+class ServiceFleet:
+    """Each service as its own OS process (a pod each, as in a cluster), which a test can
+    kill with SIGKILL and start again the way a Deployment would."""
+
+    def __init__(self, services: list[str], env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.ports = {name: free_port() for name in services}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.kills: dict[str, list[int]] = {name: [] for name in services}
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def start(self, service: str) -> None:
+        argv = [sys.executable, "-m", "labelloop", "serve", "--service", service]
+        env = {**os.environ, **self.env, "LABELLOOP_API_PORT": str(self.ports[service])}
+        with (self.logs / f"{service}.log").open("ab") as output:
+            self.processes[service] = subprocess.Popen(
+                argv, env=env, stdout=output, stderr=subprocess.STDOUT
+            )
+
+    def start_all(self, timeout_s: float = 120.0) -> None:
+        for service in self.ports:
+            self.start(service)
+        for service in self.ports:
+            assert wait_http_ready(f"{self.url(service)}/readyz", timeout_s), self.log(service)
+
+    def kill(self, service: str) -> None:
+        """SIGKILL (nothing runs after it: no shutdown hook, no offset commit), then a restart."""
+        process = self.processes[service]
+        process.kill()
+        self.kills[service].append(process.wait(timeout=30))
+        self.start(service)
+
+    def log(self, service: str) -> str:
+        return (self.logs / f"{service}.log").read_text(errors="replace")[-3000:]
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
