@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from labelloop.bench_consumers import bench_consumers
+from labelloop.bench_replay import bench_replay
 from labelloop.bench_serving import bench_preannotate_640, bench_preannotate_batch, bench_retrain
 from labelloop.config import Settings
 
@@ -234,6 +235,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "preannotate_640": bench_preannotate_640,
     "preannotate_batch": bench_preannotate_batch,
     "consumers": bench_consumers,
+    "replay": bench_replay,
 }
 
 

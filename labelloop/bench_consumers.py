@@ -44,7 +44,7 @@ EVENTS = 1000
 CORE = 0
 
 
-def _frame_processed(index: int, task_id: str) -> CloudEvent[Any]:
+def frame_processed_event(index: int, task_id: str) -> CloudEvent[Any]:
     return FrameProcessed.create(
         FrameProcessedData(
             task_id=task_id,
@@ -62,7 +62,7 @@ def _frame_processed(index: int, task_id: str) -> CloudEvent[Any]:
     )
 
 
-def _labels_submitted(index: int, task_id: str) -> CloudEvent[Any]:
+def labels_submitted_event(index: int, task_id: str) -> CloudEvent[Any]:
     box = LabeledBox(label="car", x=10, y=10, w=50, h=40)
     return LabelsSubmitted.create(
         LabelsSubmittedData(
@@ -79,10 +79,10 @@ def _labels_submitted(index: int, task_id: str) -> CloudEvent[Any]:
 
 
 WORKLOADS: dict[str, tuple[Topic, Callable[[int, str], CloudEvent[Any]]]] = {
-    "api": (Topic.INGEST_EVENTS, _frame_processed),  # the timeline projection
-    "labeler-assist": (Topic.INGEST_EVENTS, _frame_processed),  # frame sizes for validation
-    "webhooks": (Topic.INGEST_EVENTS, _frame_processed),  # matched against subscriptions
-    "trainer": (Topic.LABELS_EVENTS, _labels_submitted),  # its copy of the labels
+    "api": (Topic.INGEST_EVENTS, frame_processed_event),  # the timeline projection
+    "labeler-assist": (Topic.INGEST_EVENTS, frame_processed_event),  # frame sizes for validation
+    "webhooks": (Topic.INGEST_EVENTS, frame_processed_event),  # matched against subscriptions
+    "trainer": (Topic.LABELS_EVENTS, labels_submitted_event),  # its copy of the labels
 }
 """Per service: the topic and an event it handles (each one a database transaction)."""
 

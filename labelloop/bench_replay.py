@@ -1,0 +1,121 @@
+"""``make bench``'s ``replay`` section: events per second ``labelloop replay`` rebuilds.
+
+A synthetic history (tasks, their frames, jobs, one label submission and one pre-annotation
+per frame) is produced to topics of the bench's own, then replayed into a fresh SQLite
+database, the embedded default, by the same code as the command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+
+from labelloop.bench_consumers import frame_processed_event, labels_submitted_event
+from labelloop.config import Settings
+from labelloop.messaging.topics import create_topics, topic_names
+from labelloop.replay import replay
+from schemas.envelope import CloudEvent
+from schemas.events import (
+    EVENTS_BY_TOPIC,
+    JobCreated,
+    JobCreatedData,
+    PreannotationReady,
+    PreannotationReadyData,
+    PredictedBox,
+    TaskCreated,
+    TaskCreatedData,
+)
+
+TASKS, FRAMES, SEGMENT = 20, 250, 50
+TOPIC_OF = {cls: topic for topic, classes in EVENTS_BY_TOPIC.items() for cls in classes}
+
+
+def _history(task_id: str) -> Iterator[CloudEvent[Any]]:
+    yield TaskCreated.create(
+        TaskCreatedData(
+            task_id=task_id,
+            name="bench",
+            labels=["car"],
+            segment_size=SEGMENT,
+            overlap=0,
+            label_threshold=1000,
+            priority=2,
+            created_by="bench",
+        ),
+        source="/bench",
+        key=(task_id,),
+        taskid=task_id,
+    )
+    for index in range(FRAMES):
+        yield frame_processed_event(index, task_id)
+    for start in range(0, FRAMES, SEGMENT):
+        yield JobCreated.create(
+            JobCreatedData(
+                job_id=f"{task_id}-{start}",
+                task_id=task_id,
+                start_frame=start,
+                stop_frame=start + SEGMENT - 1,
+                frames=[f"f{index:06d}.jpg" for index in range(start, start + SEGMENT)],
+            ),
+            source="/bench",
+            key=(task_id, start),
+            taskid=task_id,
+        )
+    box = PredictedBox(label="car", x=10, y=12, w=40, h=30, score=0.9)
+    for index in range(FRAMES):
+        yield labels_submitted_event(index, task_id)
+        yield PreannotationReady.create(
+            PreannotationReadyData(
+                task_id=task_id,
+                frame=f"f{index:06d}.jpg",
+                model_version=1,
+                boxes=3,
+                predictions=[box, box, box],
+                backend="onnxruntime",
+            ),
+            source="/bench",
+            key=(task_id, index),
+            taskid=task_id,
+        )
+
+
+async def _produce(settings: Settings) -> int:
+    await create_topics(settings, topic_names(settings))
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
+    await producer.start()
+    sent = 0
+    try:
+        for task in range(TASKS):
+            task_id = f"bench{task}"
+            for event in _history(task_id):
+                topic = settings.topic(TOPIC_OF[type(event)])
+                await producer.send(topic, event.model_dump_json().encode(), key=task_id.encode())
+                sent += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+def bench_replay(settings: Settings, console: Console) -> dict[str, Any]:
+    scoped = settings.model_copy(update={"kafka_topic_prefix": f"bench{uuid.uuid4().hex[:8]}."})
+    produced = asyncio.run(_produce(scoped))
+    console.log(f"replay: {produced} events produced; replaying into a fresh SQLite database")
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/replay.db"
+        first = asyncio.run(replay(scoped, url))
+        again = asyncio.run(replay(scoped, url))
+    assert first.applied == produced, f"{first.applied} of {produced} events applied"
+    return {
+        "events": produced,
+        "database": "sqlite",
+        "events_per_s": round(first.events_per_s, 1),
+        "seconds": round(first.seconds, 2),
+        "already_applied_events_per_s": round(again.events_per_s, 1),
+    }
