@@ -110,18 +110,8 @@ def apply_task_created(session: Session, event: TaskCreated) -> Task:
     """The ``tasks`` row ``task.created`` describes (created at the event's time)."""
     task = session.get(Task, event.data.task_id)
     if task is None:
-        data = event.data
-        task = Task(
-            id=data.task_id,
-            name=data.name,
-            labels=list(data.labels),
-            segment_size=data.segment_size,
-            overlap=data.overlap,
-            label_threshold=data.label_threshold,
-            priority=data.priority,
-            created_by=data.created_by,
-            created_at=event.time,
-        )
+        fields = event.data.model_dump(exclude={"task_id"})
+        task = Task(**fields, id=event.data.task_id, created_at=event.time)
         session.add(task)
     return task
 

@@ -14,18 +14,8 @@ def apply_frame_processed(session: Session, event: FrameProcessed) -> Frame:
     data = event.data
     frame = session.get(Frame, (data.task_id, data.frame))
     if frame is None:
-        frame = Frame(
-            task_id=data.task_id,
-            name=data.frame,
-            object_key=data.object_key,
-            status="processed",
-            sha256=data.sha256,
-            width=data.width,
-            height=data.height,
-            size_bytes=data.size_bytes,
-            format=data.format,
-            processed_at=event.time,
-        )
+        fields = data.model_dump(exclude={"frame"})
+        frame = Frame(**fields, name=data.frame, status="processed", processed_at=event.time)
         session.add(frame)
     return frame
 
