@@ -83,7 +83,7 @@ def _check_target(url: str, allowlist_text: str) -> None:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_subscription(
-    body: SubscriptionCreate, runtime: RuntimeDep, session: SessionDep, principal: PrincipalDep
+    body: SubscriptionCreate, runtime: RuntimeDep, principal: PrincipalDep
 ) -> SubscriptionCreated:
     """Subscribe a URL to event types; the reply shows the signing secret, this once."""
     try:
