@@ -61,7 +61,7 @@ async def test_poison_messages_go_to_dlq_untouched_and_consumer_goes_on(
     seen: list[int] = []
     failures = {"boom": 0}
 
-    @broker.subscriber(topic, **consumer_options(f"dlq-{unique}"))
+    @broker.subscriber(topic, **consumer_options(test_settings, f"dlq-{unique}"))
     async def handle(event: Ping) -> None:
         if event.data.n == 13:
             failures["boom"] += 1
@@ -162,7 +162,7 @@ async def test_consumer_retry_after_crash_publishes_exactly_once(
     transactions = Transactions(engine, on_commit=relay.wake)
     crashes = {"left": 1}
 
-    @broker.subscriber(in_topic, **consumer_options(f"outbox-{unique}"))
+    @broker.subscriber(in_topic, **consumer_options(test_settings, f"outbox-{unique}"))
     async def handle(event: Ping) -> None:
         with transactions.unit_of_work("probe", event.id) as uow:
             if uow.already_done:
