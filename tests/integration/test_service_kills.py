@@ -85,8 +85,8 @@ async def test_each_service_killed_in_turn_during_a_200_frame_task(
         },
         tmp_path,
     )
-    fleet.start_all()
     try:
+        fleet.start_all()
         api = httpx.Client(
             base_url=fleet.url("api"),
             headers={"Authorization": f"Bearer {settings.admin_token}"},
