@@ -13,6 +13,9 @@ from tests.serving.helpers import assert_same_boxes, corners, iou, png
 pytestmark = [pytest.mark.training, pytest.mark.timeout(1800)]
 
 CONF, IOU = 0.25, 0.7
+PARITY_CONF = 0.05
+"""Parity compares the pipelines, not the model: a low threshold gives boxes to compare even
+at sizes the model (trained at 192 px) is unsure of."""
 
 
 @pytest.mark.parametrize(
@@ -27,13 +30,15 @@ def test_onnxruntime_matches_ultralytics_predict(
     trained_model: TrainedModel, imgsz: int, size: tuple[int, int]
 ) -> None:
     frames = [synthetic_frame(seed, size)[0] for seed in HELD_OUT_SEEDS]
-    detector = OnnxRuntimeDetector(trained_model.onnx, imgsz=imgsz, conf=CONF, iou=IOU)
+    detector = OnnxRuntimeDetector(trained_model.onnx, imgsz=imgsz, conf=PARITY_CONF, iou=IOU)
     ours = detector.detect([png(frame) for frame in frames])  # one onnxruntime batch
 
     yolo = ultralytics_yolo()(str(trained_model.weights))
     # rect=False: by default the predictor letterboxes to the smallest stride-multiple rectangle,
     # served models take a fixed square; with the same input both give the same boxes.
-    results = yolo.predict(frames, imgsz=imgsz, conf=CONF, iou=IOU, rect=False, verbose=False)
+    results = yolo.predict(
+        frames, imgsz=imgsz, conf=PARITY_CONF, iou=IOU, rect=False, verbose=False
+    )
 
     assert any(ours), "no boxes at all: nothing was compared"
     for found, result in zip(ours, results, strict=True):
@@ -46,7 +51,7 @@ def test_onnxruntime_matches_ultralytics_predict(
                 strict=True,
             )
         ]
-        assert_same_boxes(found, reference, min_iou=0.99, score_tolerance=0.005)
+        assert_same_boxes(found, reference, min_iou=0.99, score_tolerance=0.005, conf=PARITY_CONF)
 
 
 def test_boxes_land_on_the_ground_truth(trained_model: TrainedModel) -> None:
