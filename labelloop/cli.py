@@ -361,19 +361,17 @@ def replay_command(
 
     from labelloop.replay import replay
     from schemas.events import PROJECT_TOPICS
-    from schemas.topics import Topic
 
     settings = get_settings()
     if into == settings.database_url:
         console.print("[red]refusing to replay into the live database[/red]; name another --into")
         raise typer.Exit(2)
-    chosen: list[Topic] = []
-    for name in topics or [topic.value for topic in PROJECT_TOPICS]:
-        if name not in {topic.value for topic in PROJECT_TOPICS}:
-            known = ", ".join(topic.value for topic in PROJECT_TOPICS)
-            console.print(f"[red]unknown topic {name!r}[/red] (known: {known})")
-            raise typer.Exit(2)
-        chosen.append(Topic(name))
+    known = {topic.value: topic for topic in PROJECT_TOPICS}
+    unknown = sorted(set(topics or ()) - set(known))
+    if unknown:
+        console.print(f"[red]unknown topic {unknown[0]!r}[/red] (known: {', '.join(known)})")
+        raise typer.Exit(2)
+    chosen = [known[name] for name in topics] if topics else list(PROJECT_TOPICS)
     start, end = _moment(since, "--since"), _moment(until, "--until")
     if start and end and end < start:
         console.print("[red]--until is before --since[/red]")
@@ -393,17 +391,8 @@ def replay_command(
                 progress=lambda done, total: bar.update(line, completed=done, total=total),
             )
         )
-    summary = {
-        "records": stats.records,
-        "applied": stats.applied,
-        "duplicates": stats.duplicates,
-        "skipped": stats.skipped,
-        "seconds": round(stats.seconds, 2),
-        "events_per_s": round(stats.events_per_s, 1),
-        "per_topic": stats.per_topic,
-    }
     if as_json:
-        typer.echo(json.dumps(summary))
+        typer.echo(json.dumps(stats.summary()))
     else:
         console.print(
             f"replayed {stats.records} records in {stats.seconds:.1f}s "

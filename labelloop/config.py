@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.topics import Topic
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 LOCAL_S3_SECRET = "minioadmin"  # noqa: S105 - MinIO's documented local default
@@ -161,7 +163,7 @@ class Settings(BaseSettings):
 
     def topic(self, name: str) -> str:
         """The broker-side name of a logical topic (``storage.objects`` → prefixed name)."""
-        if name == "storage.objects" and self.kafka_storage_topic:
+        if name == Topic.STORAGE_OBJECTS and self.kafka_storage_topic:
             return self.kafka_storage_topic
         return f"{self.kafka_topic_prefix}{name}"
 

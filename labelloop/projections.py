@@ -30,6 +30,3 @@ class Projection:
 
     tables: tuple[str, ...]
     appliers: Mapping[type[CloudEvent[Any]], Projector]
-
-    def applier(self, event: CloudEvent[Any]) -> Projector | None:
-        return self.appliers.get(type(event))

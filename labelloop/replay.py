@@ -16,7 +16,6 @@ live in the object store) and API tokens (credentials never go into events).
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,7 +25,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlmodel import Session
 
 from labelloop.config import Settings
@@ -34,7 +33,7 @@ from labelloop.db import get_engine
 from labelloop.projections import Projection, Projector
 from labelloop.timeline import append_event
 from schemas.envelope import CloudEvent
-from schemas.events import EVENT_TYPES, PROJECT_TOPICS
+from schemas.events import PROJECT_TOPICS, event_union
 from schemas.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -70,15 +69,17 @@ def projected_tables() -> tuple[str, ...]:
     return (EVENT_LOG_TABLE, *(table for p in projections() for table in p.tables))
 
 
+_ANY_EVENT: TypeAdapter[CloudEvent[Any]] = TypeAdapter(event_union(*PROJECT_TOPICS))
+"""Every project event type, discriminated by ``type``: one parse per record."""
+
+
 def parse_event(value: bytes | None) -> CloudEvent[Any] | None:
     """The event a record carries, or None for anything that is not a known labelloop event."""
     if not value:
         return None
     try:
-        event_type = json.loads(value).get("type")
-        event_class = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
-        return event_class.model_validate_json(value) if event_class else None
-    except (ValueError, ValidationError, AttributeError):
+        return _ANY_EVENT.validate_json(value)
+    except ValidationError:
         return None
 
 
@@ -131,6 +132,18 @@ class ReplayStats:
     @property
     def events_per_s(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The counts as ``labelloop replay --json`` prints them."""
+        return {
+            "records": self.records,
+            "applied": self.applied,
+            "duplicates": self.duplicates,
+            "skipped": self.skipped,
+            "seconds": round(self.seconds, 2),
+            "events_per_s": round(self.events_per_s, 1),
+            "per_topic": self.per_topic,
+        }
 
 
 ProgressFn = Callable[[int, int], None]

@@ -142,14 +142,20 @@ def wait_until(predicate: Any, timeout_s: float = 30.0, interval_s: float = 0.1)
     return bool(predicate())
 
 
+def serve_argv(services: list[str]) -> list[str]:
+    """The command line a pod runs for ``services``."""
+    argv = [sys.executable, "-m", "labelloop", "serve"]
+    for name in services:
+        argv += ["--service", name]
+    return argv
+
+
 @contextmanager
 def service_process(
     services: list[str], env: dict[str, str], log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``labelloop serve --service ...`` as its own OS process (a pod, locally)."""
-    argv = [sys.executable, "-m", "labelloop", "serve"]
-    for name in services:
-        argv += ["--service", name]
+    argv = serve_argv(services)
     with log.open("ab") as output:
         process = subprocess.Popen(
             argv, env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT
@@ -192,11 +198,10 @@ class ServiceFleet:
         return f"http://127.0.0.1:{self.ports[service]}"
 
     def start(self, service: str) -> None:
-        argv = [sys.executable, "-m", "labelloop", "serve", "--service", service]
         env = {**os.environ, **self.env, "LABELLOOP_API_PORT": str(self.ports[service])}
         with (self.logs / f"{service}.log").open("ab") as output:
             self.processes[service] = subprocess.Popen(
-                argv, env=env, stdout=output, stderr=subprocess.STDOUT
+                serve_argv([service]), env=env, stdout=output, stderr=subprocess.STDOUT
             )
 
     def start_all(self, timeout_s: float = 120.0) -> None:

@@ -51,6 +51,21 @@ def projection_rows(
     return rows
 
 
+SIDE_EFFECT_TABLES = ("webhook_deliveries", "outbox", "training_requests", "served_models")
+"""What running the services would fill: deliveries to send, events to publish, runs to train,
+models to load. A replay must leave them empty."""
+
+
+def side_effects(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {
+            name: len(
+                connection.execute(Table(name, MetaData(), autoload_with=connection).select()).all()
+            )
+            for name in SIDE_EFFECT_TABLES
+        }
+
+
 def wait_quiet(engine: Engine, task_ids: Iterable[str], timeout_s: float = 60) -> None:
     """Until every event these tasks recorded is published and in the live event log."""
     tasks = list(task_ids)
@@ -125,4 +140,5 @@ def assert_replay_matches(
         replayed = projection_rows(get_engine(url), tasks, subscriptions)
         for table, rows in live.items():
             assert replayed[table] == rows, f"{table} differs after replay"
+        assert side_effects(get_engine(url)) == {table: 0 for table in SIDE_EFFECT_TABLES}
     return live, first_url

@@ -162,8 +162,7 @@ def fail_run(outbox: Outbox, request: TrainingRequest, error: str) -> None:
         taskid=request.task_id,
         **run_links(request),
     )
-    if request.version is not None:
-        apply_training_failed(outbox.session, failed)
+    apply_training_failed(outbox.session, failed)
     outbox.emit(failed, Topic.TRAINER_EVENTS)
 
 
