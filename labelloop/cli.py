@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -178,8 +179,18 @@ def demo() -> None:
     from labelloop.demo import run_demo, run_model_loop_demo
 
     settings = get_settings()
-    run_demo(settings, Console())
-    run_model_loop_demo(settings, Console(), settings.var_dir / "demo")
+    out_dir, shown = settings.var_dir / "demo", Console()
+    jobs = run_demo(settings, shown)
+    loop = run_model_loop_demo(settings, shown, out_dir)
+    problems = jobs.problems() + loop.problems()
+    summary = {"jobs": asdict(jobs), "model_loop": asdict(loop), "problems": problems}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    for problem in problems:
+        shown.print(f"[red]demo failed:[/red] {problem}")
+    if problems:
+        raise typer.Exit(1)
+    shown.print(f"[green]demo passed[/green] (summary: {out_dir / 'summary.json'})")
 
 
 @app.command("bench")

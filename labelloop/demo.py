@@ -66,8 +66,45 @@ class LocalReceiver:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{server.server_address[1]}/labelloop"
 
+    def of_task(self, task_id: str) -> list[dict[str, Any]]:
+        return [d for d in list(self.deliveries) if d["event"].get("taskid") == task_id]
 
-def run_demo(settings: Settings, console: Console, frames: Path = SAMPLES) -> None:
+
+@dataclass(frozen=True)
+class JobsOutcome:
+    """What the first part saw: the frames' outcomes, the jobs and the webhook deliveries."""
+
+    task_id: str
+    files: int
+    processed: int
+    rejected: dict[str, str]
+    """Refused frame → ingest's reason."""
+    jobs: list[str]
+    deliveries: list[dict[str, Any]]
+    """``{"type", "webhook_id", "verified"}`` for each delivery of the task's events."""
+
+    def problems(self) -> list[str]:
+        """Why this part failed (empty when it did what the README promises)."""
+        found = []
+        if self.processed + len(self.rejected) != self.files:
+            found.append(
+                f"{self.files} files uploaded, but only {self.processed} processed "
+                f"and {len(self.rejected)} rejected"
+            )
+        if not self.jobs:
+            found.append("no jobs were cut")
+        if len(self.deliveries) < len(self.jobs) + 1:
+            found.append(
+                f"{len(self.deliveries)} webhook deliveries arrived, expected "
+                f"{len(self.jobs)} job.created and one task.jobs-ready"
+            )
+        bad = [d["webhook_id"] for d in self.deliveries if not d["verified"]]
+        if bad:
+            found.append(f"webhook deliveries with a bad signature: {', '.join(bad)}")
+        return found
+
+
+def run_demo(settings: Settings, console: Console, frames: Path = SAMPLES) -> JobsOutcome:
     """Create a task from ``frames`` with a webhook subscriber, and show what arrived."""
     receiver = LocalReceiver()
     url = receiver.start()
@@ -85,12 +122,8 @@ def run_demo(settings: Settings, console: Console, frames: Path = SAMPLES) -> No
         uploaded = time.monotonic()
         task_id = created.task["id"]
         status = client.request("GET", f"/api/tasks/{task_id}/frames")
-        deadline = time.monotonic() + 15
-        while (
-            time.monotonic() < deadline
-            and len([d for d in receiver.deliveries if d["event"].get("taskid") == task_id])
-            < len(created.jobs) + 1
-        ):
+        expected, deadline = len(created.jobs) + 1, time.monotonic() + 15
+        while time.monotonic() < deadline and len(receiver.of_task(task_id)) < expected:
             time.sleep(0.1)
 
     console.print(
@@ -112,15 +145,25 @@ def run_demo(settings: Settings, console: Console, frames: Path = SAMPLES) -> No
         )
     console.print(jobs)
     hooks = Table("event", "webhook-id", "signature", title=f"webhook deliveries to {url}")
-    for delivery in receiver.deliveries:
-        if delivery["event"].get("taskid") != task_id:
-            continue
+    deliveries = receiver.of_task(task_id)
+    for delivery in deliveries:
         hooks.add_row(
             delivery["event"]["type"],
             delivery["id"],
             "[green]verified[/green]" if delivery["verified"] else "[red]BAD[/red]",
         )
     console.print(hooks)
+    return JobsOutcome(
+        task_id=task_id,
+        files=len(status["frames"]),
+        processed=status["processed"],
+        rejected={f["name"]: f["reason"] for f in status["frames"] if f["status"] == "rejected"},
+        jobs=[job["id"] for job in created.jobs],
+        deliveries=[
+            {"type": d["event"]["type"], "webhook_id": d["id"], "verified": d["verified"]}
+            for d in deliveries
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -133,6 +176,19 @@ class LoopOutcome:
     threshold_to_published_s: float | None
     """From the threshold event to the model.published event, by their event times."""
     preannotated: int
+    unlabeled: int
+    """Frames nobody labeled: each should be pre-annotated."""
+
+    def problems(self) -> list[str]:
+        """Why this part failed (empty when a model was published and pre-annotated)."""
+        if self.ending.get("type") != "io.labelloop.model.published.v1":
+            return [f"no model published: {self.ending.get('type')} {self.ending.get('data')}"]
+        if self.preannotated < self.unlabeled:
+            return [
+                f"{self.preannotated} of the {self.unlabeled} unlabeled frames "
+                "were pre-annotated within 120 s"
+            ]
+        return []
 
 
 def run_model_loop_demo(settings: Settings, console: Console, out_dir: Path) -> LoopOutcome:
@@ -167,7 +223,7 @@ def run_model_loop_demo(settings: Settings, console: Console, out_dir: Path) -> 
         threshold, outcome = _watch_training(client, task_id, console)
         if outcome.get("type") != "io.labelloop.model.published.v1":
             console.print(f"[red]no model published:[/red] {outcome.get('data')}")
-            return LoopOutcome(task_id, outcome, None, 0)
+            return LoopOutcome(task_id, outcome, None, 0, rest)
         waited = _event_time(outcome) - _event_time(threshold)
         console.print(f"threshold → model published: {waited.total_seconds():.1f} s")
         metrics = outcome["data"]["metrics"]
@@ -182,7 +238,7 @@ def run_model_loop_demo(settings: Settings, console: Console, out_dir: Path) -> 
             frames = client.request("GET", f"/api/jobs/{job['id']}/preannotations")["frames"]
             time.sleep(0.5)
     _show_preannotations(frames, truth, frames_dir, out_dir / "preannotated.png", console)
-    return LoopOutcome(task_id, outcome, round(waited.total_seconds(), 1), len(frames))
+    return LoopOutcome(task_id, outcome, round(waited.total_seconds(), 1), len(frames), rest)
 
 
 def _event_time(event: dict[str, Any]) -> datetime:

@@ -61,6 +61,20 @@ class CloudEvent(BaseModel, Generic[DataT]):
     data: DataT
 
     @classmethod
+    def event_type(cls) -> str:
+        """The fixed ``type`` of this event model."""
+        event_type = cls.model_fields["type"].default
+        if not isinstance(event_type, str):
+            raise TypeError(f"{cls.__name__} has no fixed event type")
+        return event_type
+
+    @classmethod
+    def id_for(cls, *key: object) -> str:
+        """The id :meth:`create` gives this event type for ``key``: lets a reader find the one
+        event that announced a thing (a job by its id) without scanning."""
+        return event_id(cls.event_type(), *key)
+
+    @classmethod
     def create(
         cls,
         data: DataT,
@@ -73,16 +87,13 @@ class CloudEvent(BaseModel, Generic[DataT]):
         **extra: Any,
     ) -> Self:
         """Build an event whose id derives from ``key``, linked to the event that caused it."""
-        event_type = cls.model_fields["type"].default
-        if not isinstance(event_type, str):
-            raise TypeError(f"{cls.__name__} has no fixed event type")
         correlation = (cause.correlationid or cause.id) if cause is not None else None
         if taskid is None and cause is not None:
             taskid = cause.taskid
         return cls(
-            id=event_id(event_type, *key),
+            id=cls.id_for(*key),
             source=source,
-            type=event_type,
+            type=cls.event_type(),
             subject=subject if subject is not None else taskid,
             taskid=taskid,
             correlationid=extra.pop("correlationid", correlation),

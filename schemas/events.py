@@ -341,7 +341,7 @@ EVENTS_BY_TOPIC: dict[Topic, tuple[type[CloudEvent[EventData]], ...]] = {
 """Which event types each project topic carries (the AsyncAPI document is built from this)."""
 
 EVENT_TYPES: dict[str, type[CloudEvent[EventData]]] = {
-    cls.model_fields["type"].default: cls for classes in EVENTS_BY_TOPIC.values() for cls in classes
+    cls.event_type(): cls for classes in EVENTS_BY_TOPIC.values() for cls in classes
 }
 """Event classes by their CloudEvents ``type``."""
 

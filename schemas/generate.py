@@ -71,7 +71,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     }
     for classes in EVENTS_BY_TOPIC.values():
         for cls in classes:
-            schemas[cls.model_fields["type"].default] = cls.model_json_schema()
+            schemas[cls.event_type()] = cls.model_json_schema()
     return schemas
 
 

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Column, LargeBinary, Text, func
 from sqlalchemy.engine import Engine
@@ -31,6 +31,7 @@ from labelloop.faults import crash_point
 from schemas.envelope import CloudEvent
 
 log = logging.getLogger(__name__)
+EventT = TypeVar("EventT", bound=CloudEvent[Any])
 
 
 def _now() -> datetime:
@@ -94,6 +95,20 @@ class Outbox:
         )
         self.recorded.append(event)
         return True
+
+
+def committed_event(session: Session, model: type[EventT], *key: object) -> EventT | None:
+    """The event of type ``model`` and natural ``key`` as its producer committed it, or None.
+
+    A producer records an event in the transaction that makes its state, so the outbox holds
+    every announced event from the instant anyone could have been told of it (it is read
+    here, not only relayed). A route whose own projection has not consumed that event yet
+    answers from it instead of "not found": a client can use at once what it was told of.
+    """
+    payload = session.exec(
+        select(OutboxMessage.payload).where(OutboxMessage.event_id == model.id_for(*key))
+    ).first()
+    return None if payload is None else model.model_validate_json(payload)
 
 
 def ce_headers(event: CloudEvent[Any]) -> dict[str, str]:

@@ -16,7 +16,8 @@ from labeler_assist.handlers import (
     remember_job,
     submit_labels,
 )
-from labeler_assist.models import Annotation, AssistFrame, AssistJob, Preannotation
+from labeler_assist.lookups import find_job
+from labeler_assist.models import Annotation, AssistFrame, Preannotation
 from labeler_assist.serving import ModelServer
 from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep, check_label
 from labelloop.auth import Role
@@ -78,8 +79,8 @@ def put_annotations(
     principal: PrincipalDep,
 ) -> JobAnnotations:
     """Save labels for frames of a job (each frame's boxes replace its previous ones)."""
-    known = session.get(AssistJob, job_id)
-    if known is not None:  # an unknown job writes nothing: 404, or 409 while in flight
+    known = find_job(session, job_id)
+    if known is not None:  # an unknown job writes nothing: 404
         if not principal.can_read(known.task_id):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
         check_label(principal, known.task_id)
@@ -102,7 +103,7 @@ def put_annotations(
 @router.get("/jobs/{job_id}/annotations")
 def get_annotations(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobAnnotations:
     """The job's labeled frames, in the job's frame order."""
-    job = session.get(AssistJob, job_id)
+    job = find_job(session, job_id)
     if job is None or not principal.can_read(job.task_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
     rows = session.exec(
@@ -145,7 +146,7 @@ def get_preannotations(
     job_id: str, session: SessionDep, principal: PrincipalDep
 ) -> JobPreannotations:
     """Each frame's boxes from the newest model version that pre-annotated it."""
-    job = session.get(AssistJob, job_id)
+    job = find_job(session, job_id)
     if job is None or not principal.can_read(job.task_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
     rows = session.exec(

@@ -13,7 +13,8 @@ from labeler_assist.domain import (
     new_crossings,
     validate_frame_labels,
 )
-from labeler_assist.models import Annotation, AssistFrame, AssistJob, LabelCounter
+from labeler_assist.lookups import find_frame, find_job
+from labeler_assist.models import Annotation, LabelCounter
 from labeler_assist.projections import (
     apply_frame_processed,
     apply_job_created,
@@ -77,11 +78,13 @@ def submit_labels(
 ) -> LabelsSubmitted:
     """Store a job's labels; announce them, and each label-threshold crossing exactly once.
 
-    Raises :class:`NotFound` for an unknown job and ``InvalidAnnotation`` for a bad box or a
-    frame outside the job; nothing is stored then.
+    The job and its frames are taken as announced (:mod:`labeler_assist.lookups`), so labels
+    for a job a client was just told of are taken even before this service's consumer has read
+    ``job.created``. Raises :class:`NotFound` for an unknown job and ``InvalidAnnotation`` for a
+    bad box or a frame outside the job; nothing is stored then.
     """
     session = outbox.session
-    job = session.get(AssistJob, job_id)
+    job = find_job(session, job_id)
     if job is None:
         raise NotFound(f"no job {job_id}")
     task = session.get(Task, job.task_id)
@@ -93,7 +96,7 @@ def submit_labels(
     for item in annotations:
         if item.frame not in job.frames:
             raise InvalidAnnotation(f"{item.frame} is not a frame of job {job_id}")
-        frame = session.get(AssistFrame, (task.id, item.frame))
+        frame = find_frame(session, task.id, item.frame)
         if frame is None:
             raise NotYetKnown(f"frame {item.frame} is not known to labeler-assist yet")
         validate_frame_labels(item, FrameSize(frame.width, frame.height), set(task.labels))

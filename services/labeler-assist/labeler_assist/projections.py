@@ -22,24 +22,30 @@ from schemas.events import (
 )
 
 
-def apply_frame_processed(session: Session, event: FrameProcessed) -> None:
+def frame_row(event: FrameProcessed) -> AssistFrame:
     data = event.data
-    if session.get(AssistFrame, (data.task_id, data.frame)) is None:
-        session.add(
-            AssistFrame(
-                task_id=data.task_id,
-                name=data.frame,
-                object_key=data.object_key,
-                width=data.width,
-                height=data.height,
-            )
-        )
+    return AssistFrame(
+        task_id=data.task_id,
+        name=data.frame,
+        object_key=data.object_key,
+        width=data.width,
+        height=data.height,
+    )
+
+
+def job_row(event: JobCreated) -> AssistJob:
+    data = event.data
+    return AssistJob(id=data.job_id, task_id=data.task_id, frames=list(data.frames))
+
+
+def apply_frame_processed(session: Session, event: FrameProcessed) -> None:
+    if session.get(AssistFrame, (event.data.task_id, event.data.frame)) is None:
+        session.add(frame_row(event))
 
 
 def apply_job_created(session: Session, event: JobCreated) -> None:
-    data = event.data
-    if session.get(AssistJob, data.job_id) is None:
-        session.add(AssistJob(id=data.job_id, task_id=data.task_id, frames=list(data.frames)))
+    if session.get(AssistJob, event.data.job_id) is None:
+        session.add(job_row(event))
 
 
 def counter_of(session: Session, task_id: str) -> LabelCounter:

@@ -1,0 +1,139 @@
+"""labeler-assist answers for what was announced before its consumer read it (SQLite, no servers).
+
+jobgen's real handler announces the jobs; the frames are announced the way ingest does. Then
+labels are submitted while labeler-assist's projection is still empty, and again after the
+consumer's handlers have caught up: counted once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, func, select
+
+from jobgen.handlers import handle_data_ready
+from labeler_assist.handlers import NotFound, remember_frame, remember_job, submit_labels
+from labeler_assist.lookups import find_frame, find_job
+from labeler_assist.models import AssistFrame, AssistJob, LabelCounter
+from labelloop.db import create_tables, get_engine
+from labelloop.messaging.outbox import OutboxMessage, Transactions, committed_event
+from labelloop.tasks import Task
+from schemas.events import (
+    FrameLabels,
+    FrameProcessed,
+    FrameProcessedData,
+    JobCreated,
+    TaskDataReady,
+    TaskDataReadyData,
+)
+from schemas.topics import Topic
+
+TASK = "t-ryp"
+FRAMES = [f"f{index:02d}.jpg" for index in range(6)]
+
+
+@pytest.fixture
+def transactions(tmp_path: Path) -> Transactions:
+    engine: Engine = get_engine(f"sqlite:///{tmp_path}/lookups.db")
+    create_tables(engine)
+    with Session(engine) as session:
+        session.add(
+            Task(
+                id=TASK,
+                name="t",
+                labels=["car"],
+                segment_size=4,
+                label_threshold=3,
+                created_by="test",
+            )
+        )
+        session.commit()
+    return Transactions(engine)
+
+
+def announce_frames(transactions: Transactions) -> list[FrameProcessed]:
+    """``frame.processed`` as ingest records it (its id from task and frame name)."""
+    events = [
+        FrameProcessed.create(
+            FrameProcessedData(
+                task_id=TASK,
+                frame=name,
+                object_key=f"tasks/{TASK}/{name}",
+                sha256="0" * 64,
+                width=64,
+                height=48,
+                size_bytes=100,
+                format="JPEG",
+            ),
+            source="/labelloop/ingest",
+            key=(TASK, name),
+            taskid=TASK,
+        )
+        for name in FRAMES
+    ]
+    with transactions.session() as outbox:
+        for event in events:
+            outbox.emit(event, Topic.INGEST_EVENTS)
+    return events
+
+
+def announce_jobs(transactions: Transactions) -> list[str]:
+    ready = TaskDataReady.create(
+        TaskDataReadyData(task_id=TASK, frames=FRAMES), source="/test", key=(TASK,), taskid=TASK
+    )
+    return handle_data_ready(ready, transactions)
+
+
+def labels(frames: list[str]) -> list[FrameLabels]:
+    box = {"label": "car", "x": 1, "y": 1, "w": 10, "h": 10}
+    return [FrameLabels.model_validate({"frame": name, "boxes": [box]}) for name in frames]
+
+
+def test_an_announced_job_is_found_from_its_event_before_the_projection(
+    transactions: Transactions,
+) -> None:
+    announce_frames(transactions)
+    first, second = announce_jobs(transactions)
+    with Session(transactions.engine) as session:
+        job = find_job(session, first)
+        assert job is not None and (job.task_id, job.frames) == (TASK, FRAMES[:4])
+        assert find_job(session, second) is not None
+        assert find_job(session, f"{TASK}-j9999") is None
+        frame = find_frame(session, TASK, FRAMES[0])
+        assert frame is not None and (frame.width, frame.height) == (64, 48)
+        assert find_frame(session, TASK, "nope.jpg") is None
+        # read through, never stored: the consumer stores its rows when it gets there
+        assert session.exec(select(func.count()).select_from(AssistJob)).one() == 0
+        assert session.exec(select(func.count()).select_from(AssistFrame)).one() == 0
+        event = committed_event(session, JobCreated, first)
+        assert event is not None and event.id == JobCreated.id_for(first)
+
+
+def test_labels_before_and_after_the_consumer_catches_up_count_once(
+    transactions: Transactions,
+) -> None:
+    frames = announce_frames(transactions)
+    first, _ = announce_jobs(transactions)
+    with transactions.session() as outbox:
+        submit_labels(outbox, first, labels(FRAMES[:4]), "alice")
+    with transactions.session() as outbox, pytest.raises(NotFound):
+        submit_labels(outbox, f"{TASK}-j9999", labels(FRAMES[:1]), "alice")
+
+    # the consumer catches up on every announced event
+    with Session(transactions.engine) as session:
+        announced = session.exec(
+            select(OutboxMessage.payload).where(OutboxMessage.event_type == JobCreated.event_type())
+        ).all()
+    for event in frames:
+        remember_frame(event, transactions)
+    for payload in announced:
+        remember_job(JobCreated.model_validate_json(payload), transactions)
+    with transactions.session() as outbox:
+        submit_labels(outbox, first, labels(FRAMES[:4]), "bob")
+
+    with Session(transactions.engine) as session:
+        counter = session.get(LabelCounter, TASK)
+        assert counter is not None and (counter.labeled_frames, counter.crossings) == (4, 1)
+        assert session.exec(select(func.count()).select_from(AssistJob)).one() == 2
