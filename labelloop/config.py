@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     s3_bucket: str = "labelloop"
     minio_module_version: str = "v0.0.0-20260212201848-7aac2a2c5b7c"
     """The Go pseudo-version ``go install github.com/minio/minio@latest`` resolved to (pinned)."""
+    versitygw_module_version: str = "v1.8.0"
+    stack_s3: Literal["minio", "versitygw"] = "minio"
+    """The S3 server ``labelloop stack up`` runs: MinIO (pinned; unmaintained upstream since
+    2026-02) or versitygw (maintained, posix backend)."""
+    s3_event_key_encoding: Literal["url", "raw"] | None = None
+    """How the object store writes keys in its event records: ``url`` (MinIO, AWS) or ``raw``
+    (versitygw); by default what ``stack_s3`` names sends."""
 
     # --- Triton ---------------------------------------------------------------------------------
     triton_host: str = "127.0.0.1"
@@ -89,6 +96,16 @@ class Settings(BaseSettings):
     ingest_max_frame_bytes: Annotated[int, Field(gt=0)] = 64 * 1024 * 1024
     ingest_max_frame_pixels: Annotated[int, Field(gt=0)] = 50_000_000
     """Frames with more pixels are refused from their header, before decoding (bombs)."""
+    ingest_reconcile: bool = True
+    """List incomplete tasks' prefixes to recover objects whose notification was lost."""
+    ingest_reconcile_quiet_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    """An incomplete task is listed once nothing has arrived for it for this long."""
+    ingest_reconcile_max_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    """Listings that find nothing back off (doubling from the quiet period) up to this."""
+    ingest_reconcile_horizon_s: Annotated[float, Field(gt=0)] = 86_400.0
+    """Tasks created longer ago than this are no longer listed (abandoned uploads)."""
+    ingest_reconcile_tick_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """How often the reconciler looks for incomplete tasks (one indexed query)."""
 
     # --- webhooks -------------------------------------------------------------------------------
     webhook_allowlist: str = ""
@@ -148,6 +165,8 @@ class Settings(BaseSettings):
             self.kafka_bootstrap_servers = f"{self.kafka_host}:{self.kafka_port}"
         if not self.s3_endpoint:
             self.s3_endpoint = f"{self.s3_host}:{self.s3_port}"
+        if self.s3_event_key_encoding is None:
+            self.s3_event_key_encoding = "raw" if self.stack_s3 == "versitygw" else "url"
         if self.environment != "local":
             defaults = [
                 name

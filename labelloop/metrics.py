@@ -14,6 +14,22 @@ WEBHOOK_LATENCY = Histogram(
     "labelloop_webhook_latency_seconds", "Time a receiver took to answer one attempt."
 )
 FRAMES = Counter("labelloop_frames_total", "Frames ingested by outcome.", ["status"])
+RECONCILE_LISTINGS = Counter(
+    "labelloop_reconcile_listings_total",
+    "Listings of incomplete tasks' prefixes by the reconciler, by outcome.",
+    ["outcome"],
+)
+RECONCILE_RECOVERED = Counter(
+    "labelloop_reconcile_objects_recovered_total",
+    "Objects no notification brought, found by listing and ingested.",
+)
+RECONCILE_TASKS = Counter(
+    "labelloop_reconcile_tasks_reconciled_total",
+    "Tasks in which a listing recovered at least one object.",
+)
+RECONCILE_WATCHED = Gauge(
+    "labelloop_reconcile_incomplete_tasks", "Incomplete tasks the reconciler is watching."
+)
 QUEUE_DEPTH = Gauge(
     "labelloop_training_queue_depth", "Queued training runs per priority.", ["priority"]
 )

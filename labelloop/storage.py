@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from datetime import datetime
 
 from minio import Minio
 from minio.notificationconfig import NotificationConfig, PrefixFilterRule, QueueConfig
@@ -11,6 +12,16 @@ from minio.notificationconfig import NotificationConfig, PrefixFilterRule, Queue
 from labelloop.config import Settings
 
 NOTIFIED_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One object as a listing shows it."""
+
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime
 
 
 @dataclass
@@ -57,6 +68,14 @@ class ObjectStore:
         self.client.put_object(
             self.bucket, key, io.BytesIO(data), len(data), content_type=content_type
         )
+
+    def list_objects(self, prefix: str) -> list[ListedObject]:
+        """Every object under ``prefix`` (recursively), as ListObjectsV2 pages them."""
+        return [
+            ListedObject(item.object_name, item.size or 0, item.etag or "", item.last_modified)
+            for item in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            if item.object_name is not None and not item.is_dir and item.last_modified is not None
+        ]
 
     def get_bytes(self, key: str) -> bytes:
         response = self.client.get_object(self.bucket, key)

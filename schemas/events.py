@@ -80,6 +80,19 @@ class TaskDataReadyData(EventData):
     rejected: list[FrameName] = Field(default_factory=list)
 
 
+RECOVERED_PER_EVENT = 500
+"""Object keys one ``task.objects-recovered`` lists at most (a bigger recovery takes several)."""
+
+
+class ObjectsRecoveredData(EventData):
+    task_id: TaskId
+    object_keys: list[str] = Field(
+        max_length=RECOVERED_PER_EVENT,
+        description="Objects under the task's prefix that no notification had brought.",
+    )
+    listed: int = Field(ge=0, description="Objects the listing found under the task's prefix.")
+
+
 class FrameProcessed(CloudEvent[FrameProcessedData]):
     """A frame was downloaded, decoded, validated and recorded."""
 
@@ -90,6 +103,16 @@ class FrameRejected(CloudEvent[FrameRejectedData]):
     """A frame could not be used; ``data.reason`` says why."""
 
     type: Literal["io.labelloop.frame.rejected.v1"] = "io.labelloop.frame.rejected.v1"
+
+
+class ObjectsRecovered(CloudEvent[ObjectsRecoveredData]):
+    """ingest's reconciler listed an incomplete task and found objects whose notification was
+    lost; each is ingested as a notification would have it, so its ``frame.processed`` or
+    ``frame.rejected`` follows (the timeline shows which frames came this way)."""
+
+    type: Literal["io.labelloop.task.objects-recovered.v1"] = (
+        "io.labelloop.task.objects-recovered.v1"
+    )
 
 
 class TaskDataReady(CloudEvent[TaskDataReadyData]):
@@ -326,7 +349,7 @@ class WebhookSubscriptionDeleted(CloudEvent[WebhookSubscriptionDeletedData]):
 
 EVENTS_BY_TOPIC: dict[Topic, tuple[type[CloudEvent[EventData]], ...]] = {
     Topic.TASKS_EVENTS: (TaskCreated,),  # type: ignore[dict-item]
-    Topic.INGEST_EVENTS: (FrameProcessed, FrameRejected, TaskDataReady),  # type: ignore[dict-item]
+    Topic.INGEST_EVENTS: (FrameProcessed, FrameRejected, TaskDataReady, ObjectsRecovered),  # type: ignore[dict-item]
     Topic.JOBGEN_EVENTS: (JobCreated, TaskJobsReady),  # type: ignore[dict-item]
     Topic.LABELS_EVENTS: (LabelsSubmitted, LabelsThresholdReached, PreannotationReady),  # type: ignore[dict-item]
     Topic.TRAINER_EVENTS: (  # type: ignore[dict-item]

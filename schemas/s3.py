@@ -1,14 +1,16 @@
-"""A typed parser for the S3 event records MinIO publishes to ``storage.objects``.
+"""A typed parser for the S3 event records an object store publishes to ``storage.objects``.
 
 MinIO sends one JSON document per object change: ``{"EventName", "Key", "Records": [...]}``
 where ``Key`` is ``<bucket>/<object key>`` and each record follows the AWS S3 event format
-(object keys URL-encoded).
+(object keys URL-encoded). versitygw sends ``{"Records": [...]}`` alone, with keys as stored
+(not encoded: :meth:`S3EventRecord.with_raw_key`), and an :class:`S3TestEvent` at start.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from urllib.parse import unquote_plus
+from typing import Literal
+from urllib.parse import quote_plus, unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,6 +60,14 @@ class S3EventRecord(_S3Model):
         """The decoded object key (``tasks/<id>/data/000.jpg``)."""
         return unquote_plus(self.s3.object.key)
 
+    def with_raw_key(self) -> S3EventRecord:
+        """This record from a server that sends keys unencoded, as one that encodes them."""
+        encoded = quote_plus(self.s3.object.key, safe="/")
+        entity = self.s3.model_copy(
+            update={"object": self.s3.object.model_copy(update={"key": encoded})}
+        )
+        return self.model_copy(update={"s3": entity})
+
     @property
     def is_created(self) -> bool:
         return self.event_name.startswith("s3:ObjectCreated:")
@@ -70,6 +80,14 @@ class S3EventRecord(_S3Model):
 class S3EventNotification(_S3Model):
     """One notification as MinIO publishes it to Kafka."""
 
-    event_name: str = Field(alias="EventName")
-    key: str = Field(alias="Key", description="`<bucket>/<object key>`, not URL-encoded.")
+    event_name: str | None = Field(default=None, alias="EventName", description="MinIO only.")
+    key: str | None = Field(
+        default=None, alias="Key", description="`<bucket>/<object key>`, not URL-encoded (MinIO)."
+    )
     records: list[S3EventRecord] = Field(alias="Records", min_length=1)
+
+
+class S3TestEvent(_S3Model):
+    """What versitygw sends once when it starts (no object changed): skipped."""
+
+    event: Literal["s3:TestEvent"] = Field(alias="Event")

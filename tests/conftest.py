@@ -27,6 +27,9 @@ TEST_ENV_APP = {
     "LABELLOOP_WEBHOOK_RETRY_BASE_S": "0.2",
     "LABELLOOP_WEBHOOK_MAX_ATTEMPTS": "4",
     "LABELLOOP_OUTBOX_POLL_S": "0.2",
+    # a lost notification is recovered by listing within seconds, not the production default
+    "LABELLOOP_INGEST_RECONCILE_QUIET_S": "2",
+    "LABELLOOP_INGEST_RECONCILE_MAX_INTERVAL_S": "10",
 }
 for _name, _value in TEST_ENV_APP.items():
     os.environ.setdefault(_name, _value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,3 +112,18 @@ class Component(ABC):
             pid=pid,
             detail="" if pid is not None or not healthy else "not started by this stack",
         )
+
+
+class ObjectStoreComponent(Component):
+    """The S3 server of the stack (MinIO or versitygw): it publishes to ``storage.objects``."""
+
+    @abstractmethod
+    def set_notifications(self, enabled: bool) -> None:
+        """Switch its event notifications on or off (the fault tests lose them all)."""
+
+    def wait_healthy(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.healthy():
+            if time.monotonic() > deadline:
+                raise StackError(f"{self.name} is not healthy:\n{self.daemon.log_tail()}")
+            time.sleep(0.1)

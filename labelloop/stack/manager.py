@@ -6,17 +6,31 @@ import time
 from dataclasses import asdict
 
 from labelloop.config import Settings
-from labelloop.stack.base import Component, ComponentStatus, Progress, StackError
+from labelloop.stack.base import (
+    Component,
+    ComponentStatus,
+    ObjectStoreComponent,
+    Progress,
+    StackError,
+)
 from labelloop.stack.kafka import KafkaComponent
 from labelloop.stack.minio import MinioComponent
+from labelloop.stack.versitygw import VersitygwComponent
+
+OBJECT_STORES: dict[str, type[ObjectStoreComponent]] = {
+    "minio": MinioComponent,
+    "versitygw": VersitygwComponent,
+}
+"""The S3 servers the local stack can run (``LABELLOOP_STACK_S3``)."""
 
 
 class Stack:
-    """Kafka, then MinIO (it publishes to Kafka), then Triton when asked for."""
+    """Kafka, then the S3 server (it publishes to Kafka), then Triton when asked for."""
 
     def __init__(self, settings: Settings, *, with_triton: bool = False) -> None:
         self.settings = settings
-        self.components: list[Component] = [KafkaComponent(settings), MinioComponent(settings)]
+        self.s3: ObjectStoreComponent = OBJECT_STORES[settings.stack_s3](settings)
+        self.components: list[Component] = [KafkaComponent(settings), self.s3]
         if with_triton:
             from labelloop.stack.triton import TritonComponent
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from labelloop.stack.base import Component, Progress, StackError, require_tool
+from labelloop.stack.base import ObjectStoreComponent, Progress, StackError, require_tool
 from labelloop.storage import ObjectStore
 from schemas.topics import Topic
 
@@ -17,9 +17,12 @@ KAFKA_TARGET = "PRIMARY"
 """Name of MinIO's notify_kafka target: its ARN is ``arn:minio:sqs::PRIMARY:kafka``."""
 
 
-class MinioComponent(Component):
-    """The S3 server. Notifications for ``tasks/`` go straight from MinIO to ``storage.objects``,
-    through a queue dir so events made while Kafka is down are sent once it is back."""
+class MinioComponent(ObjectStoreComponent):
+    """The S3 server. Notifications for ``tasks/`` go straight from MinIO to ``storage.objects``
+    as each object is created. There is deliberately no queue dir: with one, MinIO writes every
+    event to disk and forwards the store on a fixed 3 s tick, seconds on every task. Without it
+    an event MinIO cannot send (Kafka down) is dropped, and ingest's reconciler recovers the
+    object by listing (``services/ingest/ingest/reconciler.py``)."""
 
     name = "minio"
 
@@ -60,9 +63,7 @@ class MinioComponent(Component):
     def command(self) -> tuple[list[str], dict[str, str]]:
         s = self.settings
         data = (self.data_dir / "data").resolve()
-        queue = (self.data_dir / "events-queue").resolve()
         data.mkdir(parents=True, exist_ok=True)
-        queue.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
             "MINIO_ROOT_USER": s.s3_access_key,
@@ -72,8 +73,6 @@ class MinioComponent(Component):
             f"MINIO_NOTIFY_KAFKA_ENABLE_{KAFKA_TARGET}": "on",
             f"MINIO_NOTIFY_KAFKA_BROKERS_{KAFKA_TARGET}": s.kafka_bootstrap_servers,
             f"MINIO_NOTIFY_KAFKA_TOPIC_{KAFKA_TARGET}": s.topic(Topic.STORAGE_OBJECTS),
-            f"MINIO_NOTIFY_KAFKA_QUEUE_DIR_{KAFKA_TARGET}": str(queue),
-            f"MINIO_NOTIFY_KAFKA_QUEUE_LIMIT_{KAFKA_TARGET}": "100000",
         }
         argv = [
             str(self.binary),
@@ -109,4 +108,12 @@ class MinioComponent(Component):
         store = ObjectStore.from_settings(self.settings)
         if store.ensure_bucket():
             progress(f"created bucket {self.settings.s3_bucket}")
-        store.ensure_notifications(f"arn:minio:sqs::{KAFKA_TARGET}:kafka", prefix="tasks/")
+        self.set_notifications(True)
+
+    def set_notifications(self, enabled: bool) -> None:
+        """The bucket's notification configuration, set through the S3 API itself."""
+        store = ObjectStore.from_settings(self.settings)
+        if enabled:
+            store.ensure_notifications(f"arn:minio:sqs::{KAFKA_TARGET}:kafka", prefix="tasks/")
+        else:
+            store.client.delete_bucket_notification(store.bucket)

@@ -35,7 +35,7 @@ def stack(settings: Settings) -> Iterator[Stack]:
     already_up = all(status.healthy for status in stack.status())
     if not already_up:
         stack.down(progress=lambda line: None)  # leftovers of an interrupted run
-        for name in ("kafka", "minio"):  # a fresh broker and store for every run
+        for name in ("kafka", stack.s3.name):  # a fresh broker and store for every run
             shutil.rmtree(settings.var_dir / name, ignore_errors=True)
     stack.up(progress=lambda line: print(f"[stack] {line}"))
     yield stack

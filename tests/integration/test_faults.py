@@ -1,4 +1,4 @@
-"""Faults on the real stack, each case twice: MinIO stopped for 10 s and the Kafka broker
+"""Faults on the real stack, each case twice: the object store stopped for 10 s and the Kafka broker
 restarted in the middle of a task, a webhook receiver down for 30 s. Afterwards no frame is
 lost, no job is made twice, and every event reaches the receiver once (deduplicated by the
 delivery id it would dedupe on)."""
@@ -89,11 +89,11 @@ def assert_task_complete(client: LabelloopClient, task_id: str) -> None:
 
 
 @pytest.mark.parametrize("round_", [1, 2])
-def test_minio_down_for_10s_mid_task(
+def test_object_store_down_for_10s_mid_task(
     stack: Stack, client: LabelloopClient, tmp_path: Path, round_: int
 ) -> None:
     task_id = start_task(client, tmp_path, f"minio-down-{round_}")
-    with stopped(stack, "minio", seconds=10):
+    with stopped(stack, stack.s3.name, seconds=10):
         pass  # ingest is fetching these frames while the store is gone
     assert_task_complete(client, task_id)
 

@@ -96,7 +96,7 @@ def test_topic_union_refuses_unknown_types_and_versions() -> None:
 
 def test_every_event_type_is_registered_once() -> None:
     all_classes = [cls for classes in EVENTS_BY_TOPIC.values() for cls in classes]
-    assert len(EVENT_TYPES) == len(all_classes) == 16
+    assert len(EVENT_TYPES) == len(all_classes) == 17
     assert all(name.startswith("io.labelloop.") and name.endswith(".v1") for name in EVENT_TYPES)
 
 
@@ -133,3 +133,38 @@ def test_asyncapi_documents_every_topic_and_event() -> None:
     assert addresses == {topic.value for topic in Topic}
     schema_names = set(document["components"]["schemas"])
     assert {cls.__name__ for classes in EVENTS_BY_TOPIC.values() for cls in classes} <= schema_names
+
+
+def test_versitygw_records_parse_with_their_raw_keys() -> None:
+    from schemas.s3 import S3TestEvent
+
+    raw = {
+        "Records": [
+            {
+                "eventVersion": "2.2",
+                "eventSource": "aws:s3",
+                "eventTime": "2026-12-01T10:25:54Z",
+                "eventName": "s3:ObjectCreated:Put",
+                "userIdentity": {"PrincipalId": "vgwadmin"},
+                "s3": {
+                    "bucket": {"name": "labelloop", "arn": "arn:aws:s3:::/labelloop/x"},
+                    "object": {
+                        "key": "tasks/t1/data/my frame+1%.jpg",
+                        "size": 15,
+                        "eTag": '"78420a1a7a7ff05ba0bfad6afb807f77"',
+                        "versionId": None,
+                        "sequencer": "1",
+                    },
+                },
+            }
+        ]
+    }
+    notification = S3EventNotification.model_validate(raw)
+    assert notification.event_name is None and notification.key is None
+    record = notification.records[0].with_raw_key()
+    assert record.object_key == "tasks/t1/data/my frame+1%.jpg"
+    assert record.is_created and record.s3.object.size == 15
+    started = S3TestEvent.model_validate(
+        {"Bucket": "Test-Bucket", "Event": "s3:TestEvent", "Service": "S3", "Time": "x"}
+    )
+    assert started.event == "s3:TestEvent"

@@ -47,3 +47,27 @@ def test_missing_tool_is_named(
         component(settings).install(progress=lambda line: None)
     assert caught.value.tool == tool
     assert f"`{tool}` was not found" in str(caught.value)
+
+
+def test_the_stack_runs_the_s3_server_it_is_told_to(tmp_path: Path) -> None:
+    from labelloop.stack.manager import Stack
+    from labelloop.stack.versitygw import VersitygwComponent
+
+    settings = Settings(var_dir=tmp_path, stack_s3="versitygw")
+    stack = Stack(settings)
+    assert isinstance(stack.s3, VersitygwComponent)
+    assert [c.name for c in stack.components] == ["kafka", "versitygw"]
+    assert settings.s3_event_key_encoding == "raw", "versitygw sends keys as stored"
+    assert Settings(var_dir=tmp_path).s3_event_key_encoding == "url"
+    argv, env = stack.s3.command()
+    assert argv[-2:] == ["posix", str((tmp_path / "versitygw" / "root").resolve())]
+    assert argv[argv.index("--event-kafka-topic") + 1] == "storage.objects"
+    assert env["ROOT_ACCESS_KEY"] == settings.s3_access_key
+    stack.s3.notifications = False
+    assert "--event-kafka-url" not in stack.s3.command()[0], "notifications off: no Kafka sink"
+
+
+def test_minio_sends_each_event_at_once_without_a_queue_store(tmp_path: Path) -> None:
+    _, env = MinioComponent(Settings(var_dir=tmp_path)).command()
+    assert env["MINIO_NOTIFY_KAFKA_ENABLE_PRIMARY"] == "on"
+    assert not any("QUEUE_DIR" in name for name in env), "a queue dir forwards on a 3 s tick"

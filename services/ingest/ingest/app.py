@@ -10,11 +10,12 @@ from sqlmodel import select
 
 from ingest.handlers import IngestDeps, handle_storage_event
 from ingest.models import Frame, FramePublic, TaskIngest
+from ingest.reconciler import Backoff, Reconciler
 from labelloop.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep
 from labelloop.api.tasks import require_task
 from labelloop.messaging.broker import consumer_options
 from labelloop.runtime import Runtime
-from schemas.s3 import S3EventNotification
+from schemas.s3 import S3EventNotification, S3TestEvent
 from schemas.topics import Topic
 
 NAME = "ingest"
@@ -32,6 +33,7 @@ def register(runtime: Runtime) -> None:
         transactions=runtime.transactions,
         max_frame_bytes=runtime.settings.ingest_max_frame_bytes,
         max_frame_pixels=runtime.settings.ingest_max_frame_pixels,
+        raw_event_keys=runtime.settings.s3_event_key_encoding == "raw",
     )
 
     @runtime.broker.subscriber(
@@ -39,8 +41,19 @@ def register(runtime: Runtime) -> None:
         **consumer_options(runtime.settings, CONSUMER_GROUP),
         title="ingest",
     )
-    async def on_storage_object(notification: S3EventNotification) -> None:
-        await handle_storage_event(notification, deps)
+    async def on_storage_object(notification: S3EventNotification | S3TestEvent) -> None:
+        if isinstance(notification, S3EventNotification):
+            await handle_storage_event(notification, deps)
+
+    settings = runtime.settings
+    if settings.ingest_reconcile:
+        reconciler = Reconciler(
+            deps,
+            Backoff(settings.ingest_reconcile_quiet_s, settings.ingest_reconcile_max_interval_s),
+            tick_s=settings.ingest_reconcile_tick_s,
+            horizon_s=settings.ingest_reconcile_horizon_s,
+        )
+        runtime.background.append(reconciler.run)
 
 
 class UploadRequest(BaseModel):

@@ -52,20 +52,28 @@ class IngestDeps:
     max_frame_bytes: int
     max_frame_pixels: int
     max_manifest_bytes: int = 10 * 1024 * 1024
+    raw_event_keys: bool = False
+    """The store sends object keys unencoded in its records (versitygw), not URL-encoded."""
 
 
 async def handle_storage_event(notification: S3EventNotification, deps: IngestDeps) -> None:
-    """One MinIO notification: each created object under ``tasks/`` is a frame or a manifest."""
+    """One object-store notification: each created object under ``tasks/`` is a frame or a
+    manifest."""
     for record in notification.records:
-        if not record.is_created or record.bucket != deps.store.bucket:
-            continue
-        ref = parse_key(record.object_key)
-        if ref is None:
-            continue
-        if isinstance(ref, ManifestKey):
-            await _on_manifest(ref, record, deps)
-        else:
-            await _on_frame(ref, record, deps)
+        await handle_record(record.with_raw_key() if deps.raw_event_keys else record, deps)
+
+
+async def handle_record(record: S3EventRecord, deps: IngestDeps) -> None:
+    """One created object, notified or found by the reconciler: recorded once by key."""
+    if not record.is_created or record.bucket != deps.store.bucket:
+        return
+    ref = parse_key(record.object_key)
+    if ref is None:
+        return
+    if isinstance(ref, ManifestKey):
+        await _on_manifest(ref, record, deps)
+    else:
+        await _on_frame(ref, record, deps)
 
 
 def _message_id(record: S3EventRecord) -> str:
