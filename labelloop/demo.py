@@ -18,7 +18,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from labelloop.client import LabelloopClient
 from labelloop.config import Settings
-from labelloop.progress import create_task_with_progress
+from labelloop.progress import create_task_with_progress, frame_files
 from labelloop.synthetic import Box, annotations_body
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "frames"
@@ -155,7 +155,7 @@ def run_demo(settings: Settings, console: Console, frames: Path = SAMPLES) -> Jo
     console.print(hooks)
     return JobsOutcome(
         task_id=task_id,
-        files=len(status["frames"]),
+        files=len(frame_files(frames)),
         processed=status["processed"],
         rejected={f["name"]: f["reason"] for f in status["frames"] if f["status"] == "rejected"},
         jobs=[job["id"] for job in created.jobs],

@@ -78,7 +78,7 @@ class S3EventRecord(_S3Model):
 
 
 class S3EventNotification(_S3Model):
-    """One notification as MinIO publishes it to Kafka."""
+    """One notification as the object store publishes it to Kafka (MinIO, versitygw)."""
 
     event_name: str | None = Field(default=None, alias="EventName", description="MinIO only.")
     key: str | None = Field(

@@ -29,7 +29,7 @@ TEST_ENV_APP = {
     "LABELLOOP_OUTBOX_POLL_S": "0.2",
     # a lost notification is recovered by listing within seconds, not the production default
     "LABELLOOP_INGEST_RECONCILE_QUIET_S": "2",
-    "LABELLOOP_INGEST_RECONCILE_MAX_INTERVAL_S": "10",
+    "LABELLOOP_INGEST_RECONCILE_MAX_INTERVAL_S": "30",
 }
 for _name, _value in TEST_ENV_APP.items():
     os.environ.setdefault(_name, _value)
