@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from labelloop.config import Settings
 from labelloop.stack.process import Daemon
@@ -33,6 +37,21 @@ def require_tool(tool: str, hint: str) -> str:
     if path is None:
         raise MissingTool(tool, hint)
     return path
+
+
+def go_install(package: str, version: str, binary: Path, *, needs: str) -> None:
+    """``go install package@version`` into ``binary``'s folder (static, no cgo)."""
+    go = require_tool("go", f"Install Go {needs} or newer (https://go.dev/doc/install).")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [go, "install", f"{package}@{version}"],
+        env={**os.environ, "GOBIN": str(binary.parent), "CGO_ENABLED": "0"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0 or not binary.exists():
+        raise StackError(f"go install {package}@{version} failed:\n{result.stderr[-3000:]}")
 
 
 def free_port() -> int:
@@ -116,6 +135,20 @@ class Component(ABC):
 
 class ObjectStoreComponent(Component):
     """The S3 server of the stack (MinIO or versitygw): it publishes to ``storage.objects``."""
+
+    health_path: str
+    """Answers 200 once the server takes requests."""
+
+    @property
+    def address(self) -> str:
+        return self.settings.s3_endpoint
+
+    def healthy(self) -> bool:
+        try:
+            url = f"http://{self.settings.s3_endpoint}{self.health_path}"
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     @abstractmethod
     def set_notifications(self, enabled: bool) -> None:

@@ -6,9 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-import httpx
-
-from labelloop.stack.base import ObjectStoreComponent, Progress, StackError, require_tool
+from labelloop.stack.base import ObjectStoreComponent, Progress, go_install
 from labelloop.storage import ObjectStore
 from schemas.topics import Topic
 
@@ -25,10 +23,7 @@ class MinioComponent(ObjectStoreComponent):
     object by listing (``services/ingest/ingest/reconciler.py``)."""
 
     name = "minio"
-
-    @property
-    def address(self) -> str:
-        return self.settings.s3_endpoint
+    health_path = "/minio/health/ready"
 
     @property
     def binary(self) -> Path:
@@ -42,23 +37,9 @@ class MinioComponent(ObjectStoreComponent):
     def install(self, progress: Progress) -> None:
         if self.binary.exists():
             return
-        go = require_tool(
-            "go", "Install Go 1.24 or newer (https://go.dev/doc/install) to build MinIO."
-        )
         version = self.settings.minio_module_version
         progress(f"building MinIO {version} with go install (first time only, ~5 min on 2 cores)")
-        self.binary.parent.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [go, "install", f"{MINIO_MODULE}@{version}"],
-            env={**os.environ, "GOBIN": str(self.binary.parent), "CGO_ENABLED": "0"},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0 or not self.binary.exists():
-            raise StackError(
-                f"go install {MINIO_MODULE}@{version} failed:\n{result.stderr[-3000:]}"
-            )
+        go_install(MINIO_MODULE, version, self.binary, needs="1.24")
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         s = self.settings
@@ -85,13 +66,6 @@ class MinioComponent(ObjectStoreComponent):
             "--quiet",
         ]
         return argv, env
-
-    def healthy(self) -> bool:
-        try:
-            url = f"http://{self.settings.s3_endpoint}/minio/health/ready"
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
 
     def version(self) -> str | None:
         if not self.binary.exists():

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
-import httpx
-
-from labelloop.stack.base import ObjectStoreComponent, Progress, StackError, require_tool
+from labelloop.stack.base import ObjectStoreComponent, Progress, go_install
 from labelloop.storage import ObjectStore
 from schemas.topics import Topic
 
@@ -37,12 +34,9 @@ class VersitygwComponent(ObjectStoreComponent):
     """The S3 server when ``LABELLOOP_STACK_S3=versitygw``."""
 
     name = "versitygw"
+    health_path = HEALTH_PATH
     notifications = True
     """Whether it publishes events to Kafka (tests switch this off to lose them all)."""
-
-    @property
-    def address(self) -> str:
-        return self.settings.s3_endpoint
 
     @property
     def binary(self) -> Path:
@@ -52,24 +46,9 @@ class VersitygwComponent(ObjectStoreComponent):
     def install(self, progress: Progress) -> None:
         if self.binary.exists():
             return
-        go = require_tool(
-            "go", "Install Go 1.25 or newer (https://go.dev/doc/install) to build versitygw."
-        )
         version = self.settings.versitygw_module_version
         progress(f"building versitygw {version} with go install (first time only, ~2 min)")
-        self.binary.parent.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [go, "install", f"{VERSITYGW_MODULE}/cmd/versitygw@{version}"],
-            env={**os.environ, "GOBIN": str(self.binary.parent), "CGO_ENABLED": "0"},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0 or not self.binary.exists():
-            raise StackError(
-                f"go install {VERSITYGW_MODULE}/cmd/versitygw@{version} failed:\n"
-                f"{result.stderr[-3000:]}"
-            )
+        go_install(f"{VERSITYGW_MODULE}/cmd/versitygw", version, self.binary, needs="1.25")
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         s = self.settings
@@ -89,13 +68,6 @@ class VersitygwComponent(ObjectStoreComponent):
                 str(event_filter),
             ]
         return [*argv, "posix", str(root)], env
-
-    def healthy(self) -> bool:
-        try:
-            url = f"http://{self.settings.s3_endpoint}{HEALTH_PATH}"
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
 
     def version(self) -> str | None:
         if not self.binary.exists():

@@ -71,3 +71,30 @@ def test_minio_sends_each_event_at_once_without_a_queue_store(tmp_path: Path) ->
     _, env = MinioComponent(Settings(var_dir=tmp_path)).command()
     assert env["MINIO_NOTIFY_KAFKA_ENABLE_PRIMARY"] == "on"
     assert not any("QUEUE_DIR" in name for name in env), "a queue dir forwards on a 3 s tick"
+
+
+def test_go_install_builds_into_the_binary_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labelloop.stack.base import StackError, go_install
+
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    fake_go = tools / "go"  # records its arguments and "builds" into GOBIN like go does
+    fake_go.write_text(
+        '#!/bin/sh\necho "$@ $CGO_ENABLED" > "$GOBIN/args"\n'
+        '[ "$2" = "bad@v1" ] && { echo "no such module" >&2; exit 1; }\n'
+        'touch "$GOBIN/$(basename "${2%@*}")"\n'
+    )
+    fake_go.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:/usr/bin:/bin")
+    binary = tmp_path / "bin" / "versitygw-v1" / "versitygw"
+    go_install("example.com/x/cmd/versitygw", "v1", binary, needs="1.25")
+    assert binary.exists()
+    assert (binary.parent / "args").read_text().split() == [
+        "install",
+        "example.com/x/cmd/versitygw@v1",
+        "0",
+    ]
+    with pytest.raises(StackError, match="no such module"):
+        go_install("bad", "v1", tmp_path / "bin" / "bad" / "bad", needs="1.25")
