@@ -30,13 +30,11 @@ run: install
 
 ## make test: lint, type-check, every test on the real stack (SQLite), then the integration
 ## suite once more against a PostgreSQL server it starts (Debian's postgresql binaries), then
-## the object-store tests once more on versitygw instead of MinIO.
-S3_TESTS := tests/integration/test_upload_to_jobs.py tests/integration/test_faults.py \
-	tests/integration/test_lost_notifications.py tests/integration/test_read_your_pushes.py
+## the object-store tests (marker object_store) once more on versitygw instead of MinIO.
 test: install lint typecheck
 	$(BIN)/pytest
 	LABELLOOP_TEST_DATABASE=postgresql $(BIN)/pytest tests/integration
-	LABELLOOP_STACK_S3=versitygw $(BIN)/pytest $(S3_TESTS)
+	LABELLOOP_STACK_S3=versitygw $(BIN)/pytest tests/integration -m object_store
 
 lint: install
 	$(BIN)/ruff check .

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -18,6 +18,10 @@ from labelloop.bench_consumers import bench_consumers
 from labelloop.bench_replay import bench_replay
 from labelloop.bench_serving import bench_preannotate_640, bench_preannotate_batch, bench_retrain
 from labelloop.config import Settings
+
+if TYPE_CHECKING:
+    from labelloop.client import LabelloopClient
+    from labelloop.demo import LocalReceiver
 
 Benchmark = Callable[[Settings, Console], dict[str, Any]]
 
@@ -103,17 +107,16 @@ def _api(settings: Settings) -> str:
     return f"http://{settings.api_host}:{settings.api_port}"
 
 
-def _pushed_at(receiver: Any, task_id: str, deadline: float) -> float:
+def _pushed_at(receiver: LocalReceiver, task_id: str, deadline: float) -> float:
     """When the task's ``task.jobs-ready`` webhook arrived (monotonic), waiting for it."""
     while time.monotonic() < deadline:
-        for delivery in list(receiver.deliveries):
-            if delivery["event"].get("taskid") == task_id:
-                return float(delivery["arrived"])
+        if delivered := receiver.of_task(task_id):
+            return float(delivered[0]["arrived"])
         time.sleep(0.002)
     raise TimeoutError(f"no jobs-ready webhook for {task_id}")
 
 
-def _subscribed_receiver(client: Any) -> Any:
+def _subscribed_receiver(client: LabelloopClient) -> LocalReceiver:
     from labelloop.demo import LocalReceiver
 
     receiver = LocalReceiver()
@@ -124,7 +127,7 @@ def _subscribed_receiver(client: Any) -> Any:
     return receiver
 
 
-def _new_task(client: Any, name: str) -> str:
+def _new_task(client: LabelloopClient, name: str) -> str:
     body = {"name": name, "labels": ["box"], "segment_size": 10}
     return str(client.request("POST", "/api/tasks", json=body)["id"])
 

@@ -88,6 +88,7 @@ def assert_task_complete(client: LabelloopClient, task_id: str) -> None:
     assert len(ready) == 1
 
 
+@pytest.mark.object_store
 @pytest.mark.parametrize("round_", [1, 2])
 def test_object_store_down_for_10s_mid_task(
     stack: Stack, client: LabelloopClient, tmp_path: Path, round_: int
@@ -98,6 +99,7 @@ def test_object_store_down_for_10s_mid_task(
     assert_task_complete(client, task_id)
 
 
+@pytest.mark.object_store
 @pytest.mark.parametrize("round_", [1, 2])
 def test_kafka_restarted_mid_task(
     stack: Stack, client: LabelloopClient, tmp_path: Path, round_: int

@@ -9,8 +9,8 @@ every subscribed event delivered once, and the timeline says which frames came b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from labelloop.stack.manager import Stack
 from tests.integration.harness import WebhookReceiver, make_frames, wait_until
 from tests.integration.test_faults import FRAMES, SEGMENT, assert_task_complete, stopped
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.object_store]
 
 RECOVERED = "io.labelloop.task.objects-recovered.v1"
 SUBSCRIBED = [
@@ -73,35 +73,31 @@ def assert_each_event_delivered_once(receiver: WebhookReceiver, task_id: str) ->
     assert len({next(iter(ids)) for ids in deliveries.values()}) == expected
 
 
+def kafka_down(stack: Stack) -> AbstractContextManager[None]:
+    """Kafka stopped while the block runs and 10 s after: the store drops what it sends."""
+    return stopped(stack, "kafka", seconds=10)
+
+
 @pytest.mark.parametrize("round_", [1, 2])
-def test_kafka_down_for_10s_while_frames_are_uploaded(
+@pytest.mark.parametrize(
+    ("fault", "all_lost"), [(kafka_down, False), (notifications_off, True)], ids=["kafka", "off"]
+)
+def test_frames_whose_notifications_were_lost_are_ingested_once(
     stack: Stack,
     client: LabelloopClient,
     receiver: WebhookReceiver,
     tmp_path: Path,
+    fault: Callable[[Stack], AbstractContextManager[None]],
+    all_lost: bool,
     round_: int,
 ) -> None:
-    task_id = new_task(client, receiver, f"kafka-down-upload-{round_}")
-    with stopped(stack, "kafka", seconds=10):
-        # every notification of these uploads is dropped: nothing is there to take it
+    task_id = new_task(client, receiver, f"lost-{fault.__name__}-{round_}")
+    with fault(stack):
         client.upload(task_id, make_frames(tmp_path, FRAMES))
     assert_task_complete(client, task_id)
     assert_each_event_delivered_once(receiver, task_id)
-    assert recovered_keys(client, task_id), "the lost frames came by reconciliation"
-
-
-@pytest.mark.parametrize("round_", [1, 2])
-def test_a_task_completes_with_notifications_switched_off(
-    stack: Stack,
-    client: LabelloopClient,
-    receiver: WebhookReceiver,
-    tmp_path: Path,
-    round_: int,
-) -> None:
-    task_id = new_task(client, receiver, f"no-notifications-{round_}")
-    with notifications_off(stack):
-        client.upload(task_id, make_frames(tmp_path, FRAMES))
-        assert_task_complete(client, task_id)
-    assert_each_event_delivered_once(receiver, task_id)
-    names = [f"tasks/{task_id}/data/frame_{index:03d}.jpg" for index in range(FRAMES)]
-    assert recovered_keys(client, task_id) == {*names, f"tasks/{task_id}/manifest.json"}
+    recovered = recovered_keys(client, task_id)
+    assert recovered, "the lost frames came by reconciliation"
+    if all_lost:  # nothing was notified: every frame and the manifest came by listing
+        names = [f"tasks/{task_id}/data/frame_{index:03d}.jpg" for index in range(FRAMES)]
+        assert recovered == {*names, f"tasks/{task_id}/manifest.json"}

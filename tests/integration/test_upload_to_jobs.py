@@ -10,7 +10,7 @@ from standardwebhooks import Webhook
 from labelloop.client import LabelloopClient, LabelloopError
 from tests.integration.harness import WebhookReceiver, make_frames, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.object_store]
 
 JOB_CREATED = "io.labelloop.job.created.v1"
 JOBS_READY = "io.labelloop.task.jobs-ready.v1"

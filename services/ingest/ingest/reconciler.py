@@ -20,7 +20,6 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote_plus
 
 from sqlmodel import Session, col, select
 
@@ -84,14 +83,10 @@ def listed_record(item: ListedObject, bucket: str) -> S3EventRecord:
             "eventSource": "labelloop:reconciler",
             "s3": {
                 "bucket": {"name": bucket},
-                "object": {
-                    "key": quote_plus(item.key, safe="/"),
-                    "size": item.size,
-                    "eTag": item.etag,
-                },
+                "object": {"key": item.key, "size": item.size, "eTag": item.etag},
             },
         }
-    )
+    ).with_raw_key()
 
 
 def unseen(listed: list[ListedObject], frames: set[str], manifest: bool) -> list[ListedObject]:
