@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     ingest_reconcile_horizon_s: Annotated[float, Field(gt=0)] = 86_400.0
     """Tasks created longer ago than this are no longer listed (abandoned uploads)."""
     ingest_reconcile_tick_s: Annotated[float, Field(gt=0, le=60)] = 1.0
-    """How often the reconciler looks for incomplete tasks (one indexed query)."""
+    """How often the reconciler looks for incomplete tasks (one query over the tasks table)."""
 
     # --- webhooks -------------------------------------------------------------------------------
     webhook_allowlist: str = ""
