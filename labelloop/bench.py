@@ -7,7 +7,8 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,8 +60,8 @@ def bench_outbox(settings: Settings, console: Console) -> dict[str, Any]:
     from labelloop.messaging.topics import create_topics
     from schemas.events import TaskDataReady, TaskDataReadyData
 
-    count = 2000
-    console.log(f"outbox: {count} events")
+    count, batch = 2000, 100
+    console.log(f"outbox: {count} events one per transaction, {count} in batches of {batch}")
     bench_settings = settings.model_copy(update={"kafka_topic_prefix": f"bench{time.time_ns()}."})
     topic = bench_settings.topic("ingest.events")
 
@@ -70,19 +71,26 @@ def bench_outbox(settings: Settings, console: Console) -> dict[str, Any]:
             engine = get_engine(f"sqlite:///{folder}/bench.db")
             create_tables(engine)
             transactions = Transactions(engine)
+
+            def event(index: int) -> TaskDataReady:
+                return TaskDataReady.create(
+                    TaskDataReadyData(task_id=f"t{index % 50}", frames=[]),
+                    source="/bench",
+                    key=(index,),
+                    taskid=f"t{index % 50}",
+                )
+
             started = time.perf_counter()
             for index in range(count):
                 with transactions.unit_of_work("bench", str(index)) as uow:
-                    uow.emit(
-                        TaskDataReady.create(
-                            TaskDataReadyData(task_id=f"t{index % 50}", frames=[]),
-                            source="/bench",
-                            key=(index,),
-                            taskid=f"t{index % 50}",
-                        ),
-                        topic,
-                    )
+                    uow.emit(event(index), topic)
             recorded_s = time.perf_counter() - started
+            started = time.perf_counter()
+            for first in range(count, 2 * count, batch):  # as a batch consumer records them
+                indexes = range(first, first + batch)
+                with transactions.unit_of_work("bench", [str(i) for i in indexes]) as uow:
+                    uow.emit_all([event(i) for i in indexes], topic)
+            batched_s = time.perf_counter() - started
             broker = create_broker(bench_settings, client_id="bench")
             await broker.start()
             try:
@@ -97,7 +105,10 @@ def bench_outbox(settings: Settings, console: Console) -> dict[str, Any]:
         return {
             "events": count,
             "record_events_per_s": round(count / recorded_s, 1),
-            "relay_events_per_s": round(count / relayed_s, 1),
+            "record_batched_events_per_s": round(count / batched_s, 1),
+            "record_batch": batch,
+            "record_required_events_per_s": 5000,
+            "relay_events_per_s": round(2 * count / relayed_s, 1),
         }
 
     return asyncio.run(run())
@@ -116,15 +127,22 @@ def _pushed_at(receiver: LocalReceiver, task_id: str, deadline: float) -> float:
     raise TimeoutError(f"no jobs-ready webhook for {task_id}")
 
 
-def _subscribed_receiver(client: LabelloopClient) -> LocalReceiver:
+@contextmanager
+def _subscribed_receiver(client: LabelloopClient) -> Iterator[LocalReceiver]:
+    """A local receiver subscribed to every task's ``task.jobs-ready``, unsubscribed after
+    (a subscription left behind would send each later run's events to a closed port)."""
     from labelloop.demo import LocalReceiver
 
     receiver = LocalReceiver()
     url = receiver.start()
-    receiver.secret = client.request(
+    created = client.request(
         "POST", "/api/webhooks", json={"url": url, "events": ["io.labelloop.task.jobs-ready.v1"]}
-    )["secret"]
-    return receiver
+    )
+    receiver.secret = created["secret"]
+    try:
+        yield receiver
+    finally:
+        client.request("DELETE", f"/api/webhooks/{created['id']}")
 
 
 def _new_task(client: LabelloopClient, name: str) -> str:
@@ -147,9 +165,9 @@ def bench_jobs_ready(settings: Settings, console: Console) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory() as folder,
         LabelloopClient(_api(settings), settings.admin_token) as client,
+        _subscribed_receiver(client) as receiver,
     ):
         files = write_frames(Path(folder), frames)
-        receiver = _subscribed_receiver(client)
         for index in range(tasks):
             task_id = _new_task(client, f"bench-{index}")
             client.upload(task_id, files)  # the manifest goes last
@@ -199,9 +217,9 @@ def bench_jobs_ready_large(settings: Settings, console: Console) -> dict[str, An
     with (
         tempfile.TemporaryDirectory() as folder,
         LabelloopClient(_api(settings), settings.admin_token) as client,
+        _subscribed_receiver(client) as receiver,
     ):
         files = write_frames(Path(folder), frames)
-        receiver = _subscribed_receiver(client)
         task_id = _new_task(client, "bench-large")
         started = time.monotonic()
         client.upload(task_id, files)
@@ -232,9 +250,9 @@ def bench_reconcile(settings: Settings, console: Console) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory() as folder,
         LabelloopClient(_api(settings), settings.admin_token) as client,
+        _subscribed_receiver(client) as receiver,
     ):
         files = write_frames(Path(folder), frames)
-        receiver = _subscribed_receiver(client)
         s3.set_notifications(False)
         try:
             for index in range(tasks):
@@ -303,6 +321,91 @@ def bench_ingest(settings: Settings, console: Console) -> dict[str, Any]:
     }
 
 
+def real_frames(folder: Path, count: int) -> list[Path]:
+    """``count`` distinct 1280x720 JPEGs at quality 90 with camera-like noise (~180 KB each)."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    noise = Image.effect_noise((1280, 720), 16).convert("RGB")
+    base = Image.blend(Image.linear_gradient("L").resize((1280, 720)).convert("RGB"), noise, 0.25)
+    paths = []
+    for index in range(count):
+        image = base.copy()
+        x = index * 37 % 1100
+        ImageDraw.Draw(image).rectangle([x, 200, x + 160, 420], fill=(240, 140, 20))
+        path = folder / f"real_{index:05d}.jpg"
+        image.save(path, "JPEG", quality=90)
+        paths.append(path)
+    return paths
+
+
+def bench_ingest_real(settings: Settings, console: Console) -> dict[str, Any]:
+    """ingest on real-size frames (uploaded by 8 client threads) beside a plain loop that GETs
+    the same objects from the same store, decodes them fully and hashes them, one at a time."""
+    import hashlib
+    import io
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import datetime
+
+    import httpx
+    from PIL import Image
+
+    from labelloop.client import JOBS_READY, LabelloopClient
+    from labelloop.storage import ObjectStore
+
+    count = 300
+    console.log(f"ingest_real: {count} frames of 1280x720 (JPEG q90), 8 upload threads")
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        LabelloopClient(_api(settings), settings.admin_token) as client,
+        httpx.Client(timeout=120, trust_env=False) as store_http,
+    ):
+        files = real_frames(Path(folder), count)
+        task = client.request("POST", "/api/tasks", json={"name": "bench-real", "labels": ["box"]})
+        names = [path.name for path in files]
+        urls = client.request("POST", f"/api/tasks/{task['id']}/uploads", json={"files": names})
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as uploaders:
+            list(
+                uploaders.map(
+                    lambda path: store_http.put(
+                        urls["frames"][path.name], content=path.read_bytes()
+                    ).raise_for_status(),
+                    files,
+                )
+            )
+        upload_s = time.monotonic() - started
+        manifest = json.dumps({"files": names}).encode()
+        store_http.put(urls["manifest"], content=manifest).raise_for_status()
+        events = list(client.events(task["id"], until=JOBS_READY, timeout_s=600))
+        store = ObjectStore.from_settings(settings)
+        keys = [f"tasks/{task['id']}/data/{name}" for name in names]
+        started = time.perf_counter()
+        for key in keys:
+            blob = store.get_bytes(key)
+            with Image.open(io.BytesIO(blob)) as image:
+                image.load()
+            hashlib.sha256(blob).hexdigest()
+        plain_per_s = count / (time.perf_counter() - started)
+        mean_bytes = sum(path.stat().st_size for path in files) / count
+    processed = sorted(
+        datetime.fromisoformat(e["time"])
+        for e in events
+        if e["type"] == "io.labelloop.frame.processed.v1"
+    )
+    ingest_per_s = (len(processed) - 1) / (processed[-1] - processed[0]).total_seconds()
+    return {
+        "frames": count,
+        "frame_bytes_mean": round(mean_bytes),
+        "upload_frames_per_s": round(count / upload_s, 1),
+        "ingest_frames_per_s": round(ingest_per_s, 1),
+        "plain_loop_frames_per_s": round(plain_per_s, 1),
+        "ingest_over_plain_loop": round(ingest_per_s / plain_per_s, 2),
+        "ingest_over_plain_loop_required": 0.5,
+    }
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     "storage_to_kafka": bench_storage_to_kafka,
     "outbox": bench_outbox,
@@ -310,6 +413,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "jobs_ready_large": bench_jobs_ready_large,
     "reconcile": bench_reconcile,
     "ingest": bench_ingest,
+    "ingest_real": bench_ingest_real,
     # retrain first: the pre-annotation sections serve the model it publishes.
     "retrain": bench_retrain,
     "preannotate_640": bench_preannotate_640,

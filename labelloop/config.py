@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     ingest_max_frame_bytes: Annotated[int, Field(gt=0)] = 64 * 1024 * 1024
     ingest_max_frame_pixels: Annotated[int, Field(gt=0)] = 50_000_000
     """Frames with more pixels are refused from their header, before decoding (bombs)."""
+    ingest_batch_max_records: Annotated[int, Field(ge=1, le=10_000)] = 100
+    """Storage notifications ingest takes in one call: their frames are fetched side by side and
+    recorded in one transaction per task."""
+    ingest_fetch_concurrency: Annotated[int, Field(ge=1, le=256)] = 8
+    """Frames of one batch fetched and decoded at once (threads: reads and decoding overlap)."""
     ingest_reconcile: bool = True
     """List incomplete tasks' prefixes to recover objects whose notification was lost."""
     ingest_reconcile_quiet_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
@@ -105,7 +110,8 @@ class Settings(BaseSettings):
     ingest_reconcile_horizon_s: Annotated[float, Field(gt=0)] = 86_400.0
     """Tasks created longer ago than this are no longer listed (abandoned uploads)."""
     ingest_reconcile_tick_s: Annotated[float, Field(gt=0, le=60)] = 1.0
-    """How often the reconciler looks for incomplete tasks (one query over the tasks table)."""
+    """How often the reconciler looks for incomplete tasks (one query over the tasks of its
+    horizon, by the `tasks.created_at` index)."""
 
     # --- webhooks -------------------------------------------------------------------------------
     webhook_allowlist: str = ""
@@ -143,6 +149,10 @@ class Settings(BaseSettings):
     """A handler that raises is retried this many times before its message goes to the DLQ."""
     transient_retry_s: Annotated[float, Field(gt=0)] = 1.0
     """Pause before a message whose handler hit an unreachable dependency is consumed again."""
+    consumer_batch_max: Annotated[int, Field(ge=1, le=10_000)] = 500
+    """Most messages a consumer applies in one call (what one poll holds, up to this)."""
+    consumer_batch_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 20
+    """A batch consumer's wait on an empty poll: the most a record arriving while idle waits."""
     outbox_poll_s: Annotated[float, Field(gt=0)] = 0.5
     """How often the outbox relay looks for events left by a crashed process."""
     lag_interval_s: Annotated[float, Field(gt=0)] = 15.0

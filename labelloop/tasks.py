@@ -65,7 +65,8 @@ class Task(TaskBase, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     created_by: str = Field(max_length=128)
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC), index=True)
+    """Indexed: ingest's reconciler looks at the tasks of its horizon every tick."""
 
 
 class TaskPublic(TaskBase):

@@ -6,12 +6,14 @@ wait for ``task.jobs-ready`` without polling) and ``labelloop audit``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Text
+from sqlalchemy import Column, Text, insert
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from schemas.envelope import CloudEvent
 
@@ -33,34 +35,67 @@ class EventRecord(SQLModel, table=True):
 
 def append_event(session: Session, event: CloudEvent[Any]) -> bool:
     """Add ``event`` to the log unless its id is there; the caller commits."""
-    if session.exec(select(EventRecord.seq).where(EventRecord.event_id == event.id)).first():
-        return False
-    session.add(
-        EventRecord(
-            event_id=event.id,
-            type=event.type,
-            task_id=event.taskid,
-            subject=event.subject,
-            source=event.source,
-            time=event.time,
-            correlationid=event.correlationid,
-            causationid=event.causationid,
-            document=event.model_dump_json(),
+    return append_events(session, [event]) == 1
+
+
+def append_events(session: Session, events: Sequence[CloudEvent[Any]]) -> int:
+    """Add the events whose ids are not logged, in order, with one lookup; the caller commits."""
+    known = set(
+        session.exec(
+            select(EventRecord.event_id).where(
+                col(EventRecord.event_id).in_([event.id for event in events])
+            )
         )
     )
-    return True
+    rows = []
+    for event in events:
+        if event.id in known:
+            continue
+        known.add(event.id)
+        rows.append(
+            {
+                "event_id": event.id,
+                "type": event.type,
+                "task_id": event.taskid,
+                "subject": event.subject,
+                "source": event.source,
+                "time": event.time,
+                "correlationid": event.correlationid,
+                "causationid": event.causationid,
+                "document": event.model_dump_json(),
+            }
+        )
+    if rows:  # one multi-row INSERT: seq follows the batch's order
+        session.execute(insert(EventRecord.__table__), rows)  # type: ignore[attr-defined]
+    return len(rows)
 
 
 def record_event(session: Session, event: CloudEvent[Any]) -> bool:
     """Append ``event`` unless its id is logged already, and commit; True when it was new."""
-    if not append_event(session, event):
-        return False
     try:
+        if not append_event(session, event):
+            return False
         session.commit()
     except IntegrityError:  # logged concurrently by another consumer instance
         session.rollback()
         return False
     return True
+
+
+def record_events(engine: Engine, events: Sequence[CloudEvent[Any]]) -> int:
+    """Append the events not logged yet in one transaction; how many were new.
+
+    If another consumer instance logged one of them meanwhile, the batch goes again one by one.
+    """
+    with Session(engine) as session:
+        try:
+            added = append_events(session, events)
+            session.commit()
+            return added
+        except IntegrityError:
+            session.rollback()
+    with Session(engine) as session:
+        return sum(record_event(session, event) for event in events)
 
 
 def task_events(session: Session, task_id: str, *, after_seq: int = 0) -> list[EventRecord]:

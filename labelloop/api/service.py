@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from fastapi import APIRouter
-from sqlmodel import Session
 
 from labelloop.api import tasks, tokens
-from labelloop.messaging.broker import consumer_options
+from labelloop.messaging.batches import subscribe_batches
 from labelloop.runtime import Runtime
-from labelloop.timeline import record_event
+from labelloop.timeline import record_events
 from schemas.events import PROJECT_TOPICS, event_union
 
 NAME = "api"
@@ -25,11 +27,15 @@ AnyEvent = event_union(*PROJECT_TOPICS)
 
 
 def register(runtime: Runtime) -> None:
-    topics = [runtime.settings.topic(topic) for topic in TOPICS]
+    async def apply(events: Sequence[AnyEvent]) -> None:  # type: ignore[valid-type]
+        """Append the events to the timeline, the batch in one transaction."""
+        await asyncio.to_thread(record_events, runtime.engine, events)
 
-    @runtime.broker.subscriber(
-        *topics, **consumer_options(runtime.settings, CONSUMER_GROUP), title="timeline"
+    subscribe_batches(
+        runtime,
+        TOPICS,
+        group=CONSUMER_GROUP,
+        model=AnyEvent,
+        apply=apply,
+        title="timeline",
     )
-    async def on_event(event: AnyEvent) -> None:  # type: ignore[valid-type]
-        with Session(runtime.engine) as session:
-            record_event(session, event)

@@ -3,8 +3,9 @@
 * idempotent producer (``enable_idempotence``, acks=all): a retried send is never duplicated;
 * keys are task ids, so one task's events stay in order on one partition;
 * consumers commit offsets only after their handler's effects (FastStream ``NACK_ON_ERROR``:
-  an error that escapes the DLQ middleware rewinds to the message instead of skipping it);
-* poison messages are dead-lettered by :class:`DeadLetterMiddleware`.
+  an error that escapes the DLQ middleware rewinds to the message, or batch, not past it);
+* poison messages are dead-lettered by :class:`DeadLetterMiddleware` (batch consumers:
+  :mod:`labelloop.messaging.batches`).
 """
 
 from __future__ import annotations
@@ -40,9 +41,7 @@ async def decode_json(msg: StreamMessage[Any], original: Any) -> Any:
 
 def create_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
     """A broker with labelloop's producer, decoding and failure policy."""
-    policy = FailurePolicy(
-        max_attempts=settings.handler_max_attempts, transient_pause_s=settings.transient_retry_s
-    )
+    policy = failure_policy(settings)
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=client_id,
@@ -52,6 +51,13 @@ def create_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
         middlewares=[partial(DeadLetterMiddleware, policy=policy)],
         graceful_timeout=15.0,
         log_level=logging.DEBUG,
+    )
+
+
+def failure_policy(settings: Settings) -> FailurePolicy:
+    """How hard every consumer tries a message before it goes to the DLQ."""
+    return FailurePolicy(
+        max_attempts=settings.handler_max_attempts, transient_pause_s=settings.transient_retry_s
     )
 
 

@@ -95,23 +95,28 @@ class DeadLetterMiddleware(BaseMiddleware):
     async def _dead_letter(
         self, msg: StreamMessage[Any], error: BaseException, attempts: int
     ) -> None:
-        record = msg.raw_message
-        if not isinstance(record, ConsumerRecord):  # batch consumers are not used by labelloop
+        raw = msg.raw_message
+        records = raw if isinstance(raw, tuple) else (raw,)  # a batch goes record by record
+        if not all(isinstance(record, ConsumerRecord) for record in records):
             raise error
-        target = dlq_topic(record.topic)
-        DEAD_LETTERS.labels(record.topic).inc()
-        broker = self.context.get("broker")
-        await broker.publish(
-            record.value,
-            topic=target,
-            key=record.key,
-            headers=dlq_headers(record, error, attempts),
-        )
-        log.error(
-            "dead-lettered %s[%d]@%d to %s: %r",
-            record.topic,
-            record.partition,
-            record.offset,
-            target,
-            error,
-        )
+        for record in records:
+            await dead_letter(self.context.get("broker"), record, error, attempts)
+
+
+async def dead_letter(
+    broker: Any, record: ConsumerRecord[Any, Any], error: BaseException, attempts: int
+) -> None:
+    """Copy ``record`` untouched to its topic's DLQ, with why it failed in the headers."""
+    target = dlq_topic(record.topic)
+    DEAD_LETTERS.labels(record.topic).inc()
+    await broker.publish(
+        record.value, topic=target, key=record.key, headers=dlq_headers(record, error, attempts)
+    )
+    log.error(
+        "dead-lettered %s[%d]@%d to %s: %r",
+        record.topic,
+        record.partition,
+        record.offset,
+        target,
+        error,
+    )

@@ -17,15 +17,15 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, LargeBinary, Text, func
+from sqlalchemy import Column, LargeBinary, Text, func, insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from labelloop.faults import crash_point
 from schemas.envelope import CloudEvent
@@ -77,24 +77,42 @@ class Outbox:
 
         The key defaults to the event's task id so one task's events stay ordered.
         """
-        exists = self.session.exec(
-            select(OutboxMessage.seq).where(OutboxMessage.event_id == event.id)
-        ).first()
-        if exists is not None:
-            return False
-        partition_key = key or event.taskid or event.subject or event.id
-        self.session.add(
-            OutboxMessage(
-                event_id=event.id,
-                event_type=event.type,
-                topic=self._topic_name(topic),
-                key=partition_key,
-                payload=event.model_dump_json().encode(),
-                headers=json.dumps(ce_headers(event)),
+        return bool(self.emit_all([event], topic, key=key))
+
+    def emit_all(
+        self, events: Sequence[CloudEvent[Any]], topic: str, *, key: str | None = None
+    ) -> list[CloudEvent[Any]]:
+        """Record each of ``events`` in order with one lookup; returns those new to the outbox."""
+        known = {event.id for event in self.recorded}
+        known.update(
+            self.session.exec(
+                select(OutboxMessage.event_id).where(
+                    col(OutboxMessage.event_id).in_([event.id for event in events])
+                )
             )
         )
-        self.recorded.append(event)
-        return True
+        new, rows = [], []
+        now = _now()
+        for event in events:
+            if event.id in known:
+                continue
+            known.add(event.id)
+            rows.append(
+                {
+                    "event_id": event.id,
+                    "event_type": event.type,
+                    "topic": self._topic_name(topic),
+                    "key": key or event.taskid or event.subject or event.id,
+                    "payload": event.model_dump_json().encode(),
+                    "headers": json.dumps(ce_headers(event)),
+                    "created_at": now,
+                }
+            )
+            new.append(event)
+        if rows:  # one multi-row INSERT, in order (seq is commit order within the transaction)
+            self.session.execute(insert(OutboxMessage.__table__), rows)  # type: ignore[attr-defined]
+            self.recorded.extend(new)
+        return new
 
 
 def committed_event(session: Session, model: type[EventT], *key: object) -> EventT | None:
@@ -124,20 +142,44 @@ def ce_headers(event: CloudEvent[Any]) -> dict[str, str]:
 
 
 class UnitOfWork:
-    """One handled message: its state changes, its events and its processed mark, atomically.
+    """Handled messages: their state changes, events and processed marks, atomically.
 
-    Use as ``with uow_factory(consumer, message_id) as uow:`` and check ``uow.already_done``.
+    Use as ``with uow_factory(consumer, message_id) as uow:`` and check ``uow.already_done``;
+    a batch passes several ids and skips those in ``uow.done``.
     """
 
-    def __init__(self, session: Session, outbox: Outbox, consumer: str, message_id: str) -> None:
+    def __init__(
+        self, session: Session, outbox: Outbox, consumer: str, message_ids: Sequence[str]
+    ) -> None:
         self.session = session
         self.outbox = outbox
         self.consumer = consumer
-        self.message_id = message_id
-        self.already_done = session.get(ProcessedMessage, (consumer, message_id)) is not None
+        self.message_ids = tuple(dict.fromkeys(message_ids))
+        self.done = processed_ids(session, consumer, self.message_ids)
+        self.already_done = len(self.done) == len(self.message_ids)
 
     def emit(self, event: CloudEvent[Any], topic: str, *, key: str | None = None) -> bool:
         return self.outbox.emit(event, topic, key=key)
+
+    def emit_all(
+        self, events: Sequence[CloudEvent[Any]], topic: str, *, key: str | None = None
+    ) -> list[CloudEvent[Any]]:
+        return self.outbox.emit_all(events, topic, key=key)
+
+
+def processed_ids(session: Session, consumer: str, message_ids: Sequence[str]) -> set[str]:
+    """Which of ``message_ids`` the consumer has already handled."""
+    if len(message_ids) == 1:
+        found = session.get(ProcessedMessage, (consumer, message_ids[0])) is not None
+        return set(message_ids) if found else set()
+    return set(
+        session.exec(
+            select(ProcessedMessage.message_id).where(
+                ProcessedMessage.consumer == consumer,
+                col(ProcessedMessage.message_id).in_(message_ids),
+            )
+        )
+    )
 
 
 class Transactions:
@@ -154,24 +196,30 @@ class Transactions:
         self.on_commit = on_commit
 
     @contextmanager
-    def unit_of_work(self, consumer: str, message_id: str) -> Iterator[UnitOfWork]:
-        """Run one message's effects in a transaction that commits with its processed mark."""
+    def unit_of_work(self, consumer: str, message_id: str | Sequence[str]) -> Iterator[UnitOfWork]:
+        """Run messages' effects in one transaction that commits with their processed marks."""
+        ids = [message_id] if isinstance(message_id, str) else list(message_id)
         with Session(self.engine, expire_on_commit=False) as session:
-            uow = UnitOfWork(session, Outbox(session, self.topic_name), consumer, message_id)
+            uow = UnitOfWork(session, Outbox(session, self.topic_name), consumer, ids)
             try:
                 yield uow
-                if not uow.already_done:
-                    session.add(ProcessedMessage(consumer=consumer, message_id=message_id))
-                    session.flush()
+                marks = [
+                    {"consumer": consumer, "message_id": handled, "processed_at": _now()}
+                    for handled in uow.message_ids
+                    if handled not in uow.done
+                ]
+                session.flush()
+                if marks:
+                    session.execute(insert(ProcessedMessage.__table__), marks)  # type: ignore[attr-defined]
                 crash_point(f"{consumer}.before-commit")
                 session.commit()
                 crash_point(f"{consumer}.after-commit")
             except IntegrityError:
-                # A concurrent delivery of the same message won the race: nothing to redo.
+                # A concurrent delivery of the same messages won the race: nothing to redo.
                 session.rollback()
-                if session.get(ProcessedMessage, (consumer, message_id)) is None:
+                if processed_ids(session, consumer, uow.message_ids) != set(uow.message_ids):
                     raise
-                log.info("%s: message %s was handled concurrently", consumer, message_id)
+                log.info("%s: messages %s were handled concurrently", consumer, ids[:3])
             except BaseException:
                 session.rollback()
                 raise
@@ -255,8 +303,10 @@ class OutboxRelay:
             )
             if self.engine.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
-            rows = list(session.exec(query))
+            # The session's database calls run off the event loop, one at a time.
+            rows = await asyncio.to_thread(lambda: list(session.exec(query)))
             if not rows:
+                await asyncio.to_thread(session.rollback)
                 return 0
             sent: list[int] = []
             try:
@@ -277,14 +327,18 @@ class OutboxRelay:
                     sent.append(seq)
             finally:
                 if sent:
-                    session.execute(
-                        OutboxMessage.__table__.update()  # type: ignore[attr-defined]
-                        .where(OutboxMessage.seq.in_(sent))  # type: ignore[union-attr]
-                        .values(published_at=func.now())
-                    )
-                    session.commit()
+                    await asyncio.to_thread(_mark_sent, session, sent)
                     self.published += len(sent)
             return len(sent)
+
+
+def _mark_sent(session: Session, sent: list[int]) -> None:
+    session.execute(
+        OutboxMessage.__table__.update()  # type: ignore[attr-defined]
+        .where(OutboxMessage.seq.in_(sent))  # type: ignore[union-attr]
+        .values(published_at=func.now())
+    )
+    session.commit()
 
 
 def pending_count(engine: Engine) -> int:

@@ -68,8 +68,9 @@ def start_task(client: LabelloopClient, folder: Path, name: str) -> str:
 
 def assert_task_complete(client: LabelloopClient, task_id: str) -> None:
     def jobs_ready() -> bool:
-        events = client.request("GET", f"/api/tasks/{task_id}/events")
-        return any(e["type"] == "io.labelloop.task.jobs-ready.v1" for e in events)
+        """The timeline has both ends: it reads each topic on its own, so wait for each."""
+        events = {e["type"] for e in client.request("GET", f"/api/tasks/{task_id}/events")}
+        return {"io.labelloop.task.jobs-ready.v1", "io.labelloop.task.data-ready.v1"} <= events
 
     assert wait_until(jobs_ready, timeout_s=240, interval_s=1), client.request(
         "GET", f"/api/tasks/{task_id}/frames"

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
 from jobgen.handlers import handle_data_ready
-from labeler_assist.handlers import NotFound, remember_frame, remember_job, submit_labels
+from labeler_assist.handlers import NotFound, remember, submit_labels
 from labeler_assist.lookups import find_frame, find_job
 from labeler_assist.models import AssistFrame, AssistJob, LabelCounter
 from labelloop.db import create_tables, get_engine
@@ -127,9 +127,9 @@ def test_labels_before_and_after_the_consumer_catches_up_count_once(
             select(OutboxMessage.payload).where(OutboxMessage.event_type == JobCreated.event_type())
         ).all()
     for event in frames:
-        remember_frame(event, transactions)
+        remember([event], transactions)
     for payload in announced:
-        remember_job(JobCreated.model_validate_json(payload), transactions)
+        remember([JobCreated.model_validate_json(payload)], transactions)
     with transactions.session() as outbox:
         submit_labels(outbox, first, labels(FRAMES[:4]), "bob")
 

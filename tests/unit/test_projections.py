@@ -13,10 +13,14 @@ from labelloop.db import create_tables, get_engine
 from labelloop.replay import EventApplier, parse_event, projected_tables, projections
 from labelloop.timeline import EventRecord
 from schemas.events import (
+    FrameLabels,
     FrameProcessed,
     FrameProcessedData,
     FrameRejected,
     FrameRejectedData,
+    LabeledBox,
+    LabelsSubmitted,
+    LabelsSubmittedData,
     ModelMetrics,
     ModelPublished,
     ModelPublishedData,
@@ -25,7 +29,8 @@ from schemas.events import (
     TrainingStarted,
     TrainingStartedData,
 )
-from trainer.models import ModelVersion
+from trainer.models import ModelVersion, TrainingLabel
+from trainer.projections import apply_labels_batch, apply_labels_submitted
 
 TASK = "t1"
 METRICS = ModelMetrics(map50=0.9, map50_95=0.6, precision=0.95, recall=0.9)
@@ -173,3 +178,44 @@ def test_every_projected_table_is_a_table_of_the_models() -> None:
     assert len(set(tables)) == len(tables)
     assert set(tables) <= set(SQLModel.metadata.tables)
     assert "event_log" in tables and "webhook_subscriptions" in tables
+
+
+def submitted(index: int, frames: dict[str, int]) -> LabelsSubmitted:
+    box = {"label": "car", "x": 1, "y": 1, "w": 4, "h": 4}
+    return LabelsSubmitted.create(
+        LabelsSubmittedData(
+            task_id=TASK,
+            job_id=f"{TASK}-j0",
+            annotations=[
+                FrameLabels(frame=name, boxes=[LabeledBox(**box)] * count)
+                for name, count in frames.items()
+            ],
+            submitted_by="test",
+            labeled_frames=index,
+        ),
+        source="/test",
+        key=(index,),
+        taskid=TASK,
+    )
+
+
+def test_labels_applied_as_a_batch_equal_labels_applied_one_by_one(tmp_path: Path) -> None:
+    """The last submission of a frame wins either way, also inside one batch."""
+    events = [
+        submitted(1, {"a.jpg": 1, "b.jpg": 2}),
+        submitted(2, {"a.jpg": 3}),
+        submitted(3, {"c.jpg": 0, "b.jpg": 1}),
+    ]
+    tables = []
+    for name, apply in (
+        ("one", lambda s: [apply_labels_submitted(s, e) for e in events]),
+        ("batch", lambda s: apply_labels_batch(s, events[:1]) or apply_labels_batch(s, events[1:])),
+    ):
+        engine = get_engine(f"sqlite:///{tmp_path}/{name}.db")
+        create_tables(engine)
+        with Session(engine) as session:
+            apply(session)
+            session.commit()
+            rows = session.exec(select(TrainingLabel).order_by(TrainingLabel.frame)).all()
+            tables.append([(row.frame, len(row.boxes)) for row in rows])
+    assert tables[0] == tables[1] == [("a.jpg", 3), ("b.jpg", 1), ("c.jpg", 0)]

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 from sqlmodel import select
 
-from ingest.handlers import IngestDeps, handle_storage_event
+from ingest.handlers import IngestDeps, handle_storage_events
 from ingest.models import Frame, FramePublic, TaskIngest
 from ingest.reconciler import Backoff, Reconciler
 from labelloop.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep
 from labelloop.api.tasks import require_task
-from labelloop.messaging.broker import consumer_options
+from labelloop.messaging.batches import subscribe_batches
 from labelloop.runtime import Runtime
 from schemas.s3 import S3EventNotification, S3TestEvent
 from schemas.topics import Topic
@@ -25,6 +27,7 @@ TOPICS = (Topic.STORAGE_OBJECTS,)
 __all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
 
 router = APIRouter(prefix="/api", tags=["ingest"])
+StorageNotification = S3EventNotification | S3TestEvent
 
 
 def register(runtime: Runtime) -> None:
@@ -34,16 +37,23 @@ def register(runtime: Runtime) -> None:
         max_frame_bytes=runtime.settings.ingest_max_frame_bytes,
         max_frame_pixels=runtime.settings.ingest_max_frame_pixels,
         raw_event_keys=runtime.settings.s3_event_key_encoding == "raw",
+        fetch_pool=ThreadPoolExecutor(runtime.settings.ingest_fetch_concurrency, "ingest-fetch"),
     )
 
-    @runtime.broker.subscriber(
-        runtime.settings.topic(Topic.STORAGE_OBJECTS),
-        **consumer_options(runtime.settings, CONSUMER_GROUP),
+    async def apply(notifications: Sequence[StorageNotification]) -> None:
+        """Frames and manifests the object store announced: each task's in one transaction."""
+        created = [n for n in notifications if isinstance(n, S3EventNotification)]
+        await handle_storage_events(created, deps)
+
+    subscribe_batches(
+        runtime,
+        TOPICS,
+        group=CONSUMER_GROUP,
+        model=StorageNotification,
+        apply=apply,
         title="ingest",
+        max_records=runtime.settings.ingest_batch_max_records,
     )
-    async def on_storage_object(notification: S3EventNotification | S3TestEvent) -> None:
-        if isinstance(notification, S3EventNotification):
-            await handle_storage_event(notification, deps)
 
     settings = runtime.settings
     if settings.ingest_reconcile:

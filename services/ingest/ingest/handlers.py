@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from dataclasses import dataclass
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import func, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from ingest.domain import (
     FrameKey,
@@ -24,7 +25,7 @@ from ingest.domain import (
     parse_manifest,
 )
 from ingest.models import Frame, TaskIngest
-from ingest.projections import apply_frame_processed, apply_frame_rejected
+from ingest.projections import apply_frame_outcomes, apply_frame_rejected
 from labelloop.messaging.outbox import Transactions, UnitOfWork
 from labelloop.metrics import FRAMES
 from labelloop.storage import ObjectStore
@@ -44,6 +45,11 @@ log = logging.getLogger(__name__)
 SOURCE = "/labelloop/ingest"
 CONSUMER = "ingest"
 
+FrameItem = tuple[FrameKey | OutsideTask, S3EventRecord]
+"""A created object under a task's ``data/`` (or outside it: refused with a reason)."""
+Outcome = tuple[ImageInfo, str, int] | Rejection
+"""What inspecting a frame found: its image, sha256 and size, or why it is refused."""
+
 
 @dataclass(frozen=True)
 class IngestDeps:
@@ -52,60 +58,137 @@ class IngestDeps:
     max_frame_bytes: int
     max_frame_pixels: int
     max_manifest_bytes: int = 10 * 1024 * 1024
+    fetch_pool: Executor = field(default_factory=lambda: ThreadPoolExecutor(8, "ingest-fetch"))
+    """Fetches and decodes a batch's frames side by side (Pillow and hashlib release the GIL)."""
     raw_event_keys: bool = False
     """The store sends object keys unencoded in its records (versitygw), not URL-encoded."""
 
 
-async def handle_storage_event(notification: S3EventNotification, deps: IngestDeps) -> None:
-    """One object-store notification: each created object under ``tasks/`` is a frame or a
-    manifest."""
-    for record in notification.records:
-        await handle_record(record.with_raw_key() if deps.raw_event_keys else record, deps)
+async def handle_storage_events(notifications: list[S3EventNotification], deps: IngestDeps) -> None:
+    """One poll's object-store notifications: each created object under ``tasks/`` is a frame or
+    a manifest."""
+    records = [record for notification in notifications for record in notification.records]
+    await handle_records(
+        [r.with_raw_key() for r in records] if deps.raw_event_keys else records, deps
+    )
 
 
-async def handle_record(record: S3EventRecord, deps: IngestDeps) -> None:
-    """One created object, notified or found by the reconciler: recorded once by key."""
-    if not record.is_created or record.bucket != deps.store.bucket:
-        return
-    ref = parse_key(record.object_key)
-    if ref is None:
-        return
-    if isinstance(ref, ManifestKey):
-        await _on_manifest(ref, record, deps)
-    else:
-        await _on_frame(ref, record, deps)
+async def handle_records(records: list[S3EventRecord], deps: IngestDeps) -> None:
+    """Created objects, notified or listed by the reconciler, each recorded once by key.
+
+    Each task's new frames are fetched side by side and recorded in one transaction; then the
+    manifests, which check the frames' hashes whichever came first.
+    """
+    frames: list[FrameItem] = []
+    manifests: list[tuple[ManifestKey, S3EventRecord]] = []
+    for record in records:
+        if not record.is_created or record.bucket != deps.store.bucket:
+            continue
+        ref = parse_key(record.object_key)
+        if isinstance(ref, ManifestKey):
+            manifests.append((ref, record))
+        elif ref is not None:
+            frames.append((ref, record))
+    if frames:
+        await _on_frames(frames, deps)
+    for manifest, record in manifests:
+        await asyncio.to_thread(_on_manifest, manifest, record, deps)
 
 
 def _message_id(record: S3EventRecord) -> str:
-    return f"{record.object_key}@{record.s3.object.sequencer or record.s3.object.etag}"
+    """Key and content: a notification and the listing of the same object are one message."""
+    obj = record.s3.object
+    version = (obj.etag or "").strip('"') or obj.sequencer
+    return f"{record.object_key}@{version}"
 
 
-async def _on_frame(ref: FrameKey | OutsideTask, record: S3EventRecord, deps: IngestDeps) -> None:
-    key = record.object_key
+async def _on_frames(items: list[FrameItem], deps: IngestDeps) -> None:
+    await asyncio.to_thread(_ingest_frames, items, deps)
+
+
+def _ingest_frames(items: list[FrameItem], deps: IngestDeps) -> None:
+    """Off the event loop, in one hop: look up, fetch and decode side by side, record."""
+    new = _new_frames(items, deps)
+    outcomes = deps.fetch_pool.map(lambda item: _inspect_object(item[0], item[1], deps), new)
+    by_task: dict[str, list[tuple[FrameKey | OutsideTask, S3EventRecord, Outcome]]] = {}
+    for (ref, record), outcome in zip(new, outcomes, strict=True):
+        by_task.setdefault(ref.task_id, []).append((ref, record, outcome))
+    for task_id, inspected in by_task.items():
+        _record_frames(task_id, inspected, deps)
+
+
+def _new_frames(items: list[FrameItem], deps: IngestDeps) -> list[FrameItem]:
+    """The items worth fetching: of a known task, not recorded yet, the first of each name."""
+    task_ids = {ref.task_id for ref, _ in items}
     with Session(deps.transactions.engine) as session:
-        if session.get(Task, ref.task_id) is None:
-            log.warning("ignoring %s: no task %s", key, ref.task_id)
+        known = set(session.exec(select(Task.id).where(col(Task.id).in_(task_ids))))
+        recorded = set(
+            session.exec(
+                select(Frame.task_id, Frame.name).where(
+                    col(Frame.task_id).in_(task_ids),
+                    col(Frame.name).in_({ref.name for ref, _ in items}),
+                )
+            )
+        )
+    new: list[FrameItem] = []
+    for ref, record in items:
+        if ref.task_id not in known:
+            log.warning("ignoring %s: no task %s", record.object_key, ref.task_id)
+        elif (ref.task_id, ref.name) not in recorded:  # else a redelivery, or a re-upload
+            recorded.add((ref.task_id, ref.name))  # the first upload wins
+            new.append((ref, record))
+    return new
+
+
+def _record_frames(
+    task_id: str,
+    inspected: list[tuple[FrameKey | OutsideTask, S3EventRecord, Outcome]],
+    deps: IngestDeps,
+) -> None:
+    """One task's frames of a batch: their outcomes, events and data-ready, in one transaction."""
+    message_ids = [_message_id(record) for _, record, _ in inspected]
+    with deps.transactions.unit_of_work(CONSUMER, message_ids) as uow:
+        todo = [
+            item
+            for item, message_id in zip(inspected, message_ids, strict=True)
+            if message_id not in uow.done
+        ]
+        if not todo:
             return
-        if session.get(Frame, (ref.task_id, ref.name)) is not None:
-            return  # already processed: a redelivery, or a re-upload (first upload wins)
-    outcome = await _inspect_object(ref, record, deps)
-    with deps.transactions.unit_of_work(CONSUMER, _message_id(record)) as uow:
-        if uow.already_done:
-            return
-        ingest = _lock_task(uow, ref.task_id)
-        if uow.session.get(Frame, (ref.task_id, ref.name)) is not None:
-            return
-        if isinstance(outcome, tuple):
-            outcome = _check_declared_hash(ingest, ref.name, outcome[1]) or outcome
-        frame = _record_frame(uow, ref, key, outcome)
-        FRAMES.labels(frame.status).inc()
-        log.info("%s %s/%s", frame.status, ref.task_id, ref.name)
+        ingest = _lock_task(uow, task_id, seen=len(todo))
+        with uow.session.no_autoflush:  # one flush for the batch, not one per statement
+            recorded = set(
+                uow.session.exec(
+                    select(Frame.name).where(
+                        Frame.task_id == task_id, col(Frame.name).in_([r.name for r, _, _ in todo])
+                    )
+                )
+            )  # since they were looked up: by the reconciler, or another replica
+            events = []
+            for ref, record, inspection in todo:
+                if ref.name in recorded:
+                    continue
+                outcome = inspection
+                if isinstance(inspection, tuple):
+                    outcome = _check_declared_hash(ingest, ref.name, inspection[1]) or inspection
+                events.append(_frame_event(ref, record.object_key, outcome))
+            frames = apply_frame_outcomes(uow.session, task_id, events)
+            uow.emit_all(events, Topic.INGEST_EVENTS)
+        for frame in frames:
+            FRAMES.labels(frame.status).inc()
+        if frames:
+            log.info(
+                "task %s: %d frames processed, %d rejected",
+                task_id,
+                sum(frame.status == "processed" for frame in frames),
+                sum(frame.status == "rejected" for frame in frames),
+            )
         _maybe_data_ready(uow, ingest)
 
 
-async def _inspect_object(
+def _inspect_object(
     ref: FrameKey | OutsideTask, record: S3EventRecord, deps: IngestDeps
-) -> tuple[ImageInfo, str, int] | Rejection:
+) -> Outcome:
     if isinstance(ref, OutsideTask):
         return Rejection("outside_task", ref.reason)
     declared_size = record.s3.object.size
@@ -115,8 +198,7 @@ async def _inspect_object(
         )
     if declared_size == 0:
         return Rejection("empty", "the file is empty (0 bytes)")
-    data = await asyncio.to_thread(deps.store.get_bytes, record.object_key)
-    return await asyncio.to_thread(_inspect_bytes, data, deps.max_frame_pixels)
+    return _inspect_bytes(deps.store.get_bytes(record.object_key), deps.max_frame_pixels)
 
 
 def _inspect_bytes(data: bytes, max_pixels: int) -> tuple[ImageInfo, str, int] | Rejection:
@@ -126,15 +208,16 @@ def _inspect_bytes(data: bytes, max_pixels: int) -> tuple[ImageInfo, str, int] |
     return result, hashlib.sha256(data).hexdigest(), len(data)
 
 
-def _lock_task(uow: UnitOfWork, task_id: str) -> TaskIngest:
-    """Take the task's ingest row for this transaction (creating it on first use)."""
+def _lock_task(uow: UnitOfWork, task_id: str, *, seen: int = 1) -> TaskIngest:
+    """Take the task's ingest row for this transaction (creating it on first use), counting
+    ``seen`` more objects (the reconciler watches that count move)."""
     bumped = uow.session.execute(
         update(TaskIngest)
         .where(TaskIngest.task_id == task_id)  # type: ignore[arg-type]
-        .values(frames_seen=TaskIngest.frames_seen + 1)
+        .values(frames_seen=TaskIngest.frames_seen + seen)
     )
     if bumped.rowcount == 0:  # type: ignore[attr-defined]
-        uow.session.add(TaskIngest(task_id=task_id, frames_seen=1))
+        uow.session.add(TaskIngest(task_id=task_id, frames_seen=seen))
         uow.session.flush()
     ingest = uow.session.get(TaskIngest, task_id, populate_existing=True)
     assert ingest is not None
@@ -152,14 +235,11 @@ def _check_declared_hash(ingest: TaskIngest, name: str, digest: str) -> Rejectio
     return None
 
 
-def _record_frame(
-    uow: UnitOfWork,
-    ref: FrameKey | OutsideTask,
-    key: str,
-    outcome: tuple[ImageInfo, str, int] | Rejection,
-) -> Frame:
+def _frame_event(
+    ref: FrameKey | OutsideTask, key: str, outcome: Outcome
+) -> FrameProcessed | FrameRejected:
     if isinstance(outcome, Rejection):
-        rejected = FrameRejected.create(
+        return FrameRejected.create(
             FrameRejectedData(
                 task_id=ref.task_id,
                 frame=ref.name,
@@ -171,32 +251,25 @@ def _record_frame(
             key=(ref.task_id, ref.name),
             taskid=ref.task_id,
         )
-        frame = apply_frame_rejected(uow.session, rejected)
-        uow.emit(rejected, Topic.INGEST_EVENTS)
-    else:
-        info, digest, size = outcome
-        processed = FrameProcessed.create(
-            FrameProcessedData(
-                task_id=ref.task_id,
-                frame=ref.name,
-                object_key=key,
-                sha256=digest,
-                width=info.width,
-                height=info.height,
-                size_bytes=size,
-                format=info.format,
-            ),
-            source=SOURCE,
-            key=(ref.task_id, ref.name),
-            taskid=ref.task_id,
-        )
-        frame = apply_frame_processed(uow.session, processed)
-        uow.emit(processed, Topic.INGEST_EVENTS)
-    uow.session.flush()
-    return frame
+    info, digest, size = outcome
+    return FrameProcessed.create(
+        FrameProcessedData(
+            task_id=ref.task_id,
+            frame=ref.name,
+            object_key=key,
+            sha256=digest,
+            width=info.width,
+            height=info.height,
+            size_bytes=size,
+            format=info.format,
+        ),
+        source=SOURCE,
+        key=(ref.task_id, ref.name),
+        taskid=ref.task_id,
+    )
 
 
-async def _on_manifest(ref: ManifestKey, record: S3EventRecord, deps: IngestDeps) -> None:
+def _on_manifest(ref: ManifestKey, record: S3EventRecord, deps: IngestDeps) -> None:
     with Session(deps.transactions.engine) as session:
         if session.get(Task, ref.task_id) is None:
             log.warning("ignoring manifest of unknown task %s", ref.task_id)
@@ -207,7 +280,7 @@ async def _on_manifest(ref: ManifestKey, record: S3EventRecord, deps: IngestDeps
     if size > deps.max_manifest_bytes:
         error = f"manifest.json is {size:,} bytes, over the limit of {deps.max_manifest_bytes:,}"
     else:
-        raw = await asyncio.to_thread(deps.store.get_bytes, record.object_key)
+        raw = deps.store.get_bytes(record.object_key)
         try:
             entries = parse_manifest(raw)
         except ManifestError as manifest_error:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session
+from collections.abc import Sequence
+
+from sqlmodel import Session, col, select
 
 from ingest.models import Frame
 from labelloop.projections import Projection
@@ -12,19 +14,49 @@ from schemas.events import FrameProcessed, FrameRejected
 def apply_frame_processed(session: Session, event: FrameProcessed) -> Frame:
     """A processed frame's row; the first outcome of a frame wins (re-uploads are ignored)."""
     data = event.data
-    frame = session.get(Frame, (data.task_id, data.frame))
-    if frame is None:
-        fields = data.model_dump(exclude={"frame"})
-        frame = Frame(**fields, name=data.frame, status="processed", processed_at=event.time)
-        session.add(frame)
-    return frame
+    return _processed(session, session.get(Frame, (data.task_id, data.frame)), event)
 
 
 def apply_frame_rejected(session: Session, event: FrameRejected) -> Frame:
     """A rejected frame's row; a processed frame whose hash the manifest refutes keeps its
     measurements and changes status."""
     data = event.data
-    frame = session.get(Frame, (data.task_id, data.frame))
+    return _rejected(session, session.get(Frame, (data.task_id, data.frame)), event)
+
+
+def apply_frame_outcomes(
+    session: Session, task_id: str, events: Sequence[FrameProcessed | FrameRejected]
+) -> list[Frame]:
+    """One task's frame events in order, as the single appliers would, in one query."""
+    names = {event.data.frame for event in events}
+    rows = {
+        frame.name: frame
+        for frame in session.exec(
+            select(Frame).where(Frame.task_id == task_id, col(Frame.name).in_(names))
+        )
+    }
+    frames = []
+    for event in events:
+        name = event.data.frame
+        if isinstance(event, FrameProcessed):
+            rows[name] = _processed(session, rows.get(name), event)
+        else:
+            rows[name] = _rejected(session, rows.get(name), event)
+        frames.append(rows[name])
+    return frames
+
+
+def _processed(session: Session, frame: Frame | None, event: FrameProcessed) -> Frame:
+    if frame is None:
+        data = event.data
+        fields = data.model_dump(exclude={"frame"})
+        frame = Frame(**fields, name=data.frame, status="processed", processed_at=event.time)
+        session.add(frame)
+    return frame
+
+
+def _rejected(session: Session, frame: Frame | None, event: FrameRejected) -> Frame:
+    data = event.data
     if frame is None:
         frame = Frame(
             task_id=data.task_id,

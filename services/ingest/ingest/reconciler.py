@@ -5,7 +5,7 @@ Notifications are the hot path: the object store sends each ObjectCreated record
 though: MinIO without a queue dir drops what it cannot send (Kafka down, its queue full),
 versitygw sends fire-and-forget, some S3 servers send none. So for every task whose data is
 not complete, once nothing has arrived for it for a quiet period, ingest lists the task's
-prefix and feeds each object it has not recorded through :func:`ingest.handlers.handle_record`,
+prefix and feeds each object it has not recorded through :func:`ingest.handlers.handle_records`,
 the path a notification takes (idempotent by key: a frame is recorded once, whichever path
 brings it first). Listings that find nothing back off; a complete task is never listed, so the
 hot path stays push and costs no listing.
@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from sqlmodel import Session, col, select
 
 from ingest.domain import FrameKey, ManifestKey, OutsideTask, parse_key
-from ingest.handlers import SOURCE, IngestDeps, handle_record
+from ingest.handlers import SOURCE, IngestDeps, handle_records
 from ingest.models import Frame, TaskIngest
 from labelloop.metrics import (
     RECONCILE_LISTINGS,
@@ -165,8 +165,8 @@ class Reconciler:
         for start in range(0, len(missing), RECOVERED_PER_EVENT):
             chunk = missing[start : start + RECOVERED_PER_EVENT]
             await asyncio.to_thread(self._announce, task_id, chunk, len(listed))
-            for item in chunk:
-                await handle_record(listed_record(item, self.deps.store.bucket), self.deps)
+            bucket = self.deps.store.bucket
+            await handle_records([listed_record(item, bucket) for item in chunk], self.deps)
         RECONCILE_RECOVERED.inc(len(missing))
         RECONCILE_TASKS.inc()
         return len(missing)

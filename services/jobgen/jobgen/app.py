@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from fastapi import APIRouter, HTTPException, status
 from sqlmodel import select
@@ -12,7 +13,7 @@ from jobgen.handlers import handle_data_ready
 from jobgen.models import Job, JobPublic
 from labelloop.api.deps import PrincipalDep, SessionDep
 from labelloop.api.tasks import require_task
-from labelloop.messaging.broker import consumer_options
+from labelloop.messaging.batches import subscribe_batches
 from labelloop.runtime import Runtime
 from schemas.events import TaskDataReady, event_union
 from schemas.topics import Topic
@@ -28,14 +29,20 @@ IngestEvent = event_union(Topic.INGEST_EVENTS)
 
 
 def register(runtime: Runtime) -> None:
-    @runtime.broker.subscriber(
-        runtime.settings.topic(Topic.INGEST_EVENTS),
-        **consumer_options(runtime.settings, CONSUMER_GROUP),
+    async def apply(events: Sequence[IngestEvent]) -> None:  # type: ignore[valid-type]
+        """Cut each task whose data is ready into jobs (frame events are not jobgen's)."""
+        for event in events:
+            if isinstance(event, TaskDataReady):
+                await asyncio.to_thread(handle_data_ready, event, runtime.transactions)
+
+    subscribe_batches(
+        runtime,
+        TOPICS,
+        group=CONSUMER_GROUP,
+        model=IngestEvent,
+        apply=apply,
         title="jobgen",
     )
-    async def on_ingest_event(event: IngestEvent) -> None:  # type: ignore[valid-type]
-        if isinstance(event, TaskDataReady):
-            await asyncio.to_thread(handle_data_ready, event, runtime.transactions)
 
 
 @router.get("/tasks/{task_id}/jobs")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
@@ -12,8 +14,7 @@ from labeler_assist.domain import InvalidAnnotation
 from labeler_assist.handlers import (
     NotFound,
     NotYetKnown,
-    remember_frame,
-    remember_job,
+    remember,
     submit_labels,
 )
 from labeler_assist.lookups import find_job
@@ -21,7 +22,7 @@ from labeler_assist.models import Annotation, AssistFrame, Preannotation
 from labeler_assist.serving import ModelServer
 from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep, check_label
 from labelloop.auth import Role
-from labelloop.messaging.broker import consumer_options
+from labelloop.messaging.batches import subscribe_batches
 from labelloop.runtime import Runtime
 from labelloop.tasks import Task
 from schemas.events import FrameLabels, FrameProcessed, JobCreated, ModelPublished, event_union
@@ -38,30 +39,42 @@ UpstreamEvent = event_union(*TOPICS)
 
 
 def register(runtime: Runtime) -> None:
-    topics = [runtime.settings.topic(topic) for topic in TOPICS]
     server = ModelServer(runtime.settings, runtime.store, runtime.transactions)
 
-    @runtime.broker.subscriber(
-        *topics, **consumer_options(runtime.settings, CONSUMER_GROUP), title="labeler-assist"
+    async def apply(events: Sequence[Any]) -> None:
+        """Project the batch's frames and jobs, then pre-annotate each new job, load each model.
+
+        ``events`` are ``UpstreamEvent``s.
+        """
+        views = [e for e in events if isinstance(e, FrameProcessed | JobCreated)]
+        await asyncio.to_thread(remember, views, runtime.transactions)
+        for event in events:
+            if isinstance(event, JobCreated):
+                await server.preannotate(
+                    event.data.task_id, event.data.frames, event.data.job_id, cause=event
+                )
+            elif isinstance(event, ModelPublished):
+                await on_model_published(event)
+
+    async def on_model_published(event: ModelPublished) -> None:
+        with Session(runtime.engine) as session:
+            task = session.get(Task, event.data.task_id)
+            frames = session.exec(
+                select(AssistFrame.name).where(AssistFrame.task_id == event.data.task_id)
+            ).all()
+        if task is None:
+            return
+        await server.load(task.id, event.data.version, event.data.onnx_key, list(task.labels))
+        await server.preannotate(task.id, list(frames), cause=event)
+
+    subscribe_batches(
+        runtime,
+        TOPICS,
+        group=CONSUMER_GROUP,
+        model=UpstreamEvent,
+        apply=apply,
+        title="labeler-assist",
     )
-    async def on_upstream(event: UpstreamEvent) -> None:  # type: ignore[valid-type]
-        if isinstance(event, FrameProcessed):
-            await asyncio.to_thread(remember_frame, event, runtime.transactions)
-        elif isinstance(event, JobCreated):
-            await asyncio.to_thread(remember_job, event, runtime.transactions)
-            await server.preannotate(
-                event.data.task_id, event.data.frames, event.data.job_id, cause=event
-            )
-        elif isinstance(event, ModelPublished):
-            with Session(runtime.engine) as session:
-                task = session.get(Task, event.data.task_id)
-                frames = session.exec(
-                    select(AssistFrame.name).where(AssistFrame.task_id == event.data.task_id)
-                ).all()
-            if task is None:
-                return
-            await server.load(task.id, event.data.version, event.data.onnx_key, list(task.labels))
-            await server.preannotate(task.id, list(frames), cause=event)
 
 
 class JobAnnotations(BaseModel):

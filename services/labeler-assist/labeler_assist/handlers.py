@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import update
 from sqlmodel import Session, col
@@ -16,10 +17,9 @@ from labeler_assist.domain import (
 from labeler_assist.lookups import find_frame, find_job
 from labeler_assist.models import Annotation, LabelCounter
 from labeler_assist.projections import (
-    apply_frame_processed,
-    apply_job_created,
     apply_labels_submitted,
     apply_threshold_reached,
+    apply_views,
 )
 from labelloop.messaging.outbox import Outbox, Transactions
 from labelloop.tasks import Task
@@ -46,16 +46,15 @@ class NotYetKnown(LookupError):
     """A frame's ``frame.processed`` has not reached labeler-assist yet: retry shortly."""
 
 
-def remember_frame(event: FrameProcessed, transactions: Transactions) -> None:
-    with transactions.unit_of_work(CONSUMER, event.id) as uow:
-        if not uow.already_done:
-            apply_frame_processed(uow.session, event)
-
-
-def remember_job(event: JobCreated, transactions: Transactions) -> None:
-    with transactions.unit_of_work(CONSUMER, event.id) as uow:
-        if not uow.already_done:
-            apply_job_created(uow.session, event)
+def remember(events: Sequence[FrameProcessed | JobCreated], transactions: Transactions) -> None:
+    """Project frames and jobs into labeler-assist's own view, a batch in one transaction."""
+    if not events:
+        return
+    with (
+        transactions.unit_of_work(CONSUMER, [event.id for event in events]) as uow,
+        uow.session.no_autoflush,
+    ):
+        apply_views(uow.session, [event for event in events if event.id not in uow.done])
 
 
 def _lock_counter(session: Session, task_id: str) -> LabelCounter:

@@ -3,7 +3,9 @@ counters and the pre-annotations, each from the event that announced it."""
 
 from __future__ import annotations
 
-from sqlmodel import Session
+from collections.abc import Sequence
+
+from sqlmodel import Session, col, select
 
 from labeler_assist.models import (
     Annotation,
@@ -46,6 +48,35 @@ def apply_frame_processed(session: Session, event: FrameProcessed) -> None:
 def apply_job_created(session: Session, event: JobCreated) -> None:
     if session.get(AssistJob, event.data.job_id) is None:
         session.add(job_row(event))
+
+
+def apply_views(session: Session, events: Sequence[FrameProcessed | JobCreated]) -> None:
+    """The appliers above for a batch, with one lookup per table instead of one per event."""
+    frames = [event for event in events if isinstance(event, FrameProcessed)]
+    jobs = [event for event in events if isinstance(event, JobCreated)]
+    seen: set[object] = set()
+    for task_id in {event.data.task_id for event in frames}:
+        names = [event.data.frame for event in frames if event.data.task_id == task_id]
+        found = session.exec(
+            select(AssistFrame.name).where(
+                AssistFrame.task_id == task_id, col(AssistFrame.name).in_(names)
+            )
+        )
+        seen.update((task_id, name) for name in found)
+    if jobs:
+        ids = [event.data.job_id for event in jobs]
+        found_ids = session.exec(select(AssistJob.id).where(col(AssistJob.id).in_(ids)))
+        seen.update(found_ids)
+    for event in events:
+        key: object
+        row: AssistFrame | AssistJob
+        if isinstance(event, FrameProcessed):
+            key, row = (event.data.task_id, event.data.frame), frame_row(event)
+        else:
+            key, row = event.data.job_id, job_row(event)
+        if key not in seen:
+            seen.add(key)
+            session.add(row)
 
 
 def counter_of(session: Session, task_id: str) -> LabelCounter:

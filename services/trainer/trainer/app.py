@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from fastapi import APIRouter
 from sqlmodel import col, select
 
 from labelloop.api.deps import PrincipalDep, SessionDep
 from labelloop.api.tasks import require_task
-from labelloop.messaging.broker import consumer_options
+from labelloop.messaging.batches import subscribe_batches
 from labelloop.runtime import Runtime
 from schemas.events import LabelsSubmitted, LabelsThresholdReached, event_union
 from schemas.topics import Topic
@@ -27,16 +28,26 @@ LabelsEvent = event_union(Topic.LABELS_EVENTS)
 
 
 def register(runtime: Runtime) -> None:
-    @runtime.broker.subscriber(
-        runtime.settings.topic(Topic.LABELS_EVENTS),
-        **consumer_options(runtime.settings, CONSUMER_GROUP),
+    async def apply(events: Sequence[LabelsEvent]) -> None:  # type: ignore[valid-type]
+        """Count submitted labels; queue a training run for each threshold crossing."""
+        run: list[LabelsSubmitted] = []  # consecutive submissions go in one transaction
+        for event in [*events, None]:
+            if isinstance(event, LabelsSubmitted):
+                run.append(event)
+                continue
+            await asyncio.to_thread(record_labels, run, runtime.transactions)
+            run = []
+            if isinstance(event, LabelsThresholdReached):
+                await asyncio.to_thread(enqueue, event, runtime.transactions)
+
+    subscribe_batches(
+        runtime,
+        TOPICS,
+        group=CONSUMER_GROUP,
+        model=LabelsEvent,
+        apply=apply,
         title="trainer",
     )
-    async def on_labels_event(event: LabelsEvent) -> None:  # type: ignore[valid-type]
-        if isinstance(event, LabelsSubmitted):
-            await asyncio.to_thread(record_labels, event, runtime.transactions)
-        elif isinstance(event, LabelsThresholdReached):
-            await asyncio.to_thread(enqueue, event, runtime.transactions)
 
     runtime.background.append(Scheduler(runtime.transactions, runtime.settings).run)
 

@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TypedDict
 
@@ -36,7 +37,7 @@ from schemas.topics import Topic
 from trainer.devices import choose_device, visible_gpus
 from trainer.models import ModelVersion, TrainingRequest
 from trainer.projections import (
-    apply_labels_submitted,
+    apply_labels_batch,
     apply_training_failed,
     apply_training_started,
 )
@@ -60,12 +61,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def record_labels(event: LabelsSubmitted, transactions: Transactions) -> None:
-    """Keep the trainer's copy of the labels current (the last submission wins)."""
-    with transactions.unit_of_work(CONSUMER, event.id) as uow:
-        if uow.already_done:
-            return
-        apply_labels_submitted(uow.session, event)
+def record_labels(events: Sequence[LabelsSubmitted], transactions: Transactions) -> None:
+    """Keep the trainer's copy of the labels current (the last submission wins), a batch in
+    one transaction."""
+    if not events:
+        return
+    with transactions.unit_of_work(CONSUMER, [event.id for event in events]) as uow:
+        fresh = {event.id: event for event in events if event.id not in uow.done}
+        apply_labels_batch(uow.session, list(fresh.values()))
 
 
 def enqueue(event: LabelsThresholdReached, transactions: Transactions) -> Enqueue | None:

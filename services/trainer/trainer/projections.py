@@ -8,6 +8,9 @@ the run id, so an event of one run never touches another run's version.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from sqlmodel import Session, col, select
 
 from labelloop.projections import Projection
@@ -31,6 +34,29 @@ def apply_labels_submitted(session: Session, event: LabelsSubmitted) -> None:
             row = TrainingLabel(task_id=event.data.task_id, frame=item.frame, boxes=boxes)
         row.boxes = boxes
         session.add(row)
+
+
+def apply_labels_batch(session: Session, events: Sequence[LabelsSubmitted]) -> None:
+    """:func:`apply_labels_submitted` for a batch in order, with one lookup per task."""
+    latest: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for event in events:
+        for item in event.data.annotations:
+            latest[(event.data.task_id, item.frame)] = [box.model_dump() for box in item.boxes]
+    for task_id in {task for task, _ in latest}:
+        frames = [frame for task, frame in latest if task == task_id]
+        rows = {
+            row.frame: row
+            for row in session.exec(
+                select(TrainingLabel).where(
+                    TrainingLabel.task_id == task_id, col(TrainingLabel.frame).in_(frames)
+                )
+            )
+        }
+        for frame in frames:
+            boxes = latest[(task_id, frame)]
+            row = rows.get(frame) or TrainingLabel(task_id=task_id, frame=frame, boxes=boxes)
+            row.boxes = boxes
+            session.add(row)
 
 
 def _version_of(session: Session, task_id: str, version: int, run_id: str) -> ModelVersion | None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, HTTPException, status
 from sqlmodel import Session, select
 
 from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep, require_admin
-from labelloop.messaging.broker import consumer_options
+from labelloop.messaging.batches import subscribe_batches
 from labelloop.runtime import Runtime
 from schemas.events import (
     PROJECT_TOPICS,
@@ -58,14 +59,20 @@ AnyEvent = event_union(*PROJECT_TOPICS)
 def register(runtime: Runtime) -> None:
     dispatcher = Dispatcher(runtime.engine, runtime.settings)
     max_attempts = runtime.settings.webhook_max_attempts
-    topics = [runtime.settings.topic(topic) for topic in TOPICS]
 
-    @runtime.broker.subscriber(
-        *topics, **consumer_options(runtime.settings, CONSUMER_GROUP), title="webhooks"
-    )
-    async def on_event(event: AnyEvent) -> None:  # type: ignore[valid-type]
-        if await asyncio.to_thread(fan_out, event, runtime.transactions, max_attempts):
+    async def apply(events: Sequence[AnyEvent]) -> None:  # type: ignore[valid-type]
+        """Queue a delivery per subscription that wants each event; wake the dispatcher."""
+        if await asyncio.to_thread(fan_out, events, runtime.transactions, max_attempts):
             dispatcher.wake()
+
+    subscribe_batches(
+        runtime,
+        TOPICS,
+        group=CONSUMER_GROUP,
+        model=AnyEvent,
+        apply=apply,
+        title="webhooks",
+    )
 
     runtime.background.append(dispatcher.run)
 

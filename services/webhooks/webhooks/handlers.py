@@ -14,6 +14,7 @@ import logging
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,36 +55,48 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def fan_out(event: CloudEvent[Any], transactions: Transactions, max_attempts: int) -> list[str]:
-    """One pending delivery per active subscription that wants ``event``."""
-    with transactions.unit_of_work(CONSUMER, event.id) as uow:
+def fan_out(
+    events: Sequence[CloudEvent[Any]], transactions: Transactions, max_attempts: int
+) -> list[str]:
+    """One pending delivery per active subscription that wants each event; a batch at once."""
+    if not events:
+        return []
+    with transactions.unit_of_work(CONSUMER, [event.id for event in events]) as uow:
         if uow.already_done:
             return []
+        task_ids = {event.taskid for event in events if event.taskid}
         subscriptions = uow.session.exec(
             select(Subscription).where(
                 col(Subscription.active).is_(True),
-                or_(col(Subscription.task_id).is_(None), col(Subscription.task_id) == event.taskid),
+                or_(col(Subscription.task_id).is_(None), col(Subscription.task_id).in_(task_ids)),
             )
         ).all()
         created = []
-        for subscription in subscriptions:
-            if event.type not in subscription.events:
+        for event in events:
+            if event.id in uow.done:
                 continue
-            identifier = delivery_id(subscription.id, event.id)
-            if uow.session.get(Delivery, identifier) is not None:
-                continue
-            uow.session.add(
-                Delivery(
-                    id=identifier,
-                    subscription_id=subscription.id,
-                    event_id=event.id,
-                    event_type=event.type,
-                    task_id=event.taskid,
-                    payload=event.model_dump_json().encode(),
-                    allowed_attempts=max_attempts,
+            uow.done.add(event.id)  # once, even if the batch holds it twice
+            for subscription in subscriptions:
+                if event.type not in subscription.events or subscription.task_id not in {
+                    None,
+                    event.taskid,
+                }:
+                    continue
+                identifier = delivery_id(subscription.id, event.id)
+                if uow.session.get(Delivery, identifier) is not None:
+                    continue
+                uow.session.add(
+                    Delivery(
+                        id=identifier,
+                        subscription_id=subscription.id,
+                        event_id=event.id,
+                        event_type=event.type,
+                        task_id=event.taskid,
+                        payload=event.model_dump_json().encode(),
+                        allowed_attempts=max_attempts,
+                    )
                 )
-            )
-            created.append(identifier)
+                created.append(identifier)
     return created
 
 
