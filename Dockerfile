@@ -52,6 +52,7 @@ ENV PATH=/opt/labelloop/bin:$PATH \
     LABELLOOP_VAR_DIR=/var/lib/labelloop \
     LABELLOOP_CACHE_DIR=/tmp/labelloop-cache \
     LABELLOOP_API_HOST=0.0.0.0 \
+    LABELLOOP_ENVIRONMENT=cluster \
     LABELLOOP_API_PORT=8080 \
     YOLO_CONFIG_DIR=/tmp/ultralytics \
     MPLCONFIGDIR=/tmp/matplotlib \

@@ -71,7 +71,7 @@ def issue_token(
         id="tok_" + uuid.uuid4().hex,
         name=name,
         role=role.value,
-        task_ids=sorted(set(task_ids)) if task_ids else None,
+        task_ids=sorted(set(task_ids)) if task_ids is not None else None,  # [] reads nothing
         digest=digest(token),
     )
     session.add(row)

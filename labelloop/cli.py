@@ -370,11 +370,12 @@ def replay_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from labelloop.db import same_database
     from labelloop.replay import replay
     from schemas.events import PROJECT_TOPICS
 
     settings = get_settings()
-    if into == settings.database_url:
+    if same_database(into, settings.database_url):
         console.print("[red]refusing to replay into the live database[/red]; name another --into")
         raise typer.Exit(2)
     known = {topic.value: topic for topic in PROJECT_TOPICS}

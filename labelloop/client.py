@@ -119,32 +119,45 @@ class LabelloopClient:
         timeout_s: float = 300.0,
         progress: Progress | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """The task's events as they happen (past ones first), until an event of type ``until``."""
+        """The task's events as they happen (past ones first), until an event of type ``until``.
+
+        A stream the server ends (it gives each one a maximum life) is resumed where it was,
+        with ``Last-Event-ID``, until ``timeout_s``.
+        """
         deadline = time.monotonic() + timeout_s
         params = {"until": until} if until else {}
-        with self.http.stream(
-            "GET",
-            f"/api/tasks/{task_id}/events",
-            params=params,
-            headers={"Accept": "text/event-stream"},
-            timeout=httpx.Timeout(timeout_s, read=20),
-        ) as response:
-            if response.is_error:
-                response.read()
-                self._json(response)
-            data: list[str] = []
-            for line in response.iter_lines():
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no {until} for task {task_id} within {timeout_s:.0f}s")
-                if line.startswith("data:"):
-                    data.append(line[5:].strip())
-                elif not line and data:
-                    event = json.loads("\n".join(data))
-                    data = []
-                    if progress:
-                        progress(event["type"], event)
-                    yield event
-                    if until is not None and event["type"] == until:
-                        return
+        last_id: str | None = None
+        while time.monotonic() < deadline:
+            headers = {"Accept": "text/event-stream"}
+            if last_id is not None:
+                headers["Last-Event-ID"] = last_id
+            with self.http.stream(
+                "GET",
+                f"/api/tasks/{task_id}/events",
+                params=params,
+                headers=headers,
+                timeout=httpx.Timeout(timeout_s, read=20),
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    self._json(response)
+                data: list[str] = []
+                event_id: str | None = None
+                for line in response.iter_lines():
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"no {until} for task {task_id} within {timeout_s:.0f}s")
+                    if line.startswith("id:"):
+                        event_id = line[3:].strip()
+                    elif line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif not line and data:
+                        event = json.loads("\n".join(data))
+                        data, last_id = [], event_id or last_id
+                        if progress:
+                            progress(event["type"], event)
+                        yield event
+                        if until is not None and event["type"] == until:
+                            return
+            time.sleep(0.2)  # the server ended this stream: resume after a breath
         if until is not None:
-            raise LabelloopError(f"the event stream of task {task_id} ended before {until}")
+            raise TimeoutError(f"no {until} for task {task_id} within {timeout_s:.0f}s")

@@ -5,6 +5,7 @@ Services build it once through :func:`get_settings`; nothing else reads the envi
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -17,8 +18,20 @@ from schemas.topics import Topic
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
+LOCAL_S3_ACCESS = "minioadmin"
 LOCAL_S3_SECRET = "minioadmin"  # noqa: S105 - MinIO's documented local default
+MIN_ADMIN_TOKEN_CHARS = 32
 LOCAL_ADMIN_TOKEN = "labelloop-local-admin"  # noqa: S105 - refused outside `local`
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
 
 
 class Settings(BaseSettings):
@@ -65,7 +78,7 @@ class Settings(BaseSettings):
     s3_endpoint: str = ""
     """``host:port`` of the S3 API; defaults to ``s3_host:s3_port``."""
     s3_secure: bool = False
-    s3_access_key: str = "minioadmin"
+    s3_access_key: str = LOCAL_S3_ACCESS
     s3_secret_key: str = LOCAL_S3_SECRET
     s3_bucket: str = "labelloop"
     minio_module_version: str = "v0.0.0-20260212201848-7aac2a2c5b7c"
@@ -91,6 +104,17 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: Port = 8080
     admin_token: str = LOCAL_ADMIN_TOKEN
+    sse_max_streams: Annotated[int, Field(ge=1, le=100_000)] = 256
+    """Event streams (`GET /api/tasks/{id}/events`, SSE) one API process serves at once."""
+    sse_max_streams_per_token: Annotated[int, Field(ge=1, le=10_000)] = 16
+    """Event streams one token holds at once; more answer 429 with `Retry-After`."""
+    sse_max_life_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    """A stream ends after this long; clients resume where they were with `Last-Event-ID`."""
+    sse_recheck_s: Annotated[float, Field(gt=0, le=300)] = 2.0
+    """How often a stream checks its token again: a revoked token's stream ends this soon."""
+    api_max_body_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = 8 * 1024 * 1024
+    """Largest request body the API reads (413 beyond it, chunked bodies included); a body is
+    read only after its bearer token is known."""
 
     # --- ingest ---------------------------------------------------------------------------------
     ingest_max_frame_bytes: Annotated[int, Field(gt=0)] = 64 * 1024 * 1024
@@ -177,10 +201,17 @@ class Settings(BaseSettings):
             self.s3_endpoint = f"{self.s3_host}:{self.s3_port}"
         if self.s3_event_key_encoding is None:
             self.s3_event_key_encoding = "raw" if self.stack_s3 == "versitygw" else "url"
+        if self.environment == "local" and not _is_loopback(self.api_host):
+            raise ValueError(
+                f"LABELLOOP_API_HOST={self.api_host} serves other machines, but local settings "
+                "hold a known admin token and MinIO's default keys: bind 127.0.0.1, or set "
+                "LABELLOOP_ENVIRONMENT=cluster with real secrets"
+            )
         if self.environment != "local":
             defaults = [
                 name
                 for name, value, default in (
+                    ("LABELLOOP_S3_ACCESS_KEY", self.s3_access_key, LOCAL_S3_ACCESS),
                     ("LABELLOOP_S3_SECRET_KEY", self.s3_secret_key, LOCAL_S3_SECRET),
                     ("LABELLOOP_ADMIN_TOKEN", self.admin_token, LOCAL_ADMIN_TOKEN),
                 )
@@ -188,6 +219,11 @@ class Settings(BaseSettings):
             ]
             if defaults:
                 raise ValueError(f"set real secrets outside local use: {', '.join(defaults)}")
+            if len(self.admin_token) < MIN_ADMIN_TOKEN_CHARS:
+                raise ValueError(
+                    f"LABELLOOP_ADMIN_TOKEN has {len(self.admin_token)} characters; outside local "
+                    f"use it needs at least {MIN_ADMIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
+                )
         return self
 
     def topic(self, name: str) -> str:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session, SQLModel, create_engine
+
+T = TypeVar("T")
 
 
 @lru_cache
@@ -36,11 +41,39 @@ def get_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
+    return create_engine(_sqlalchemy_url(url), pool_pre_ping=True)
+
+
+def same_database(first: str, second: str) -> bool:
+    """Whether two URLs name one database, however they are written: a SQLite file by its
+    real path, a PostgreSQL database by name, port and the addresses its host resolves to."""
+    a, b = (make_url(_sqlalchemy_url(url)) for url in (first, second))
+    if a.get_backend_name() != b.get_backend_name():
+        return False
+    if a.get_backend_name() == "sqlite":
+        paths = [url.database or "" for url in (a, b)]
+        if any(path in {"", ":memory:"} for path in paths):
+            return False  # in-memory databases are never another process's
+        return os.path.realpath(paths[0]) == os.path.realpath(paths[1])
+    if a.database != b.database or (a.port or 5432) != (b.port or 5432):
+        return False
+    return bool(_addresses(a.host) & _addresses(b.host))
+
+
+def _addresses(host: str | None) -> set[str]:
+    name = host or "localhost"
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(name, None)} | {name.lower()}
+    except OSError:
+        return {name.lower()}
+
+
+def _sqlalchemy_url(url: str) -> str:
     if url.startswith(("postgresql://", "postgres://")):
         # The plain form (CloudNativePG's `uri`, most docs) means psycopg2 to SQLAlchemy;
         # labelloop ships psycopg 3.
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    return create_engine(url, pool_pre_ping=True)
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
 
 
 def create_tables(engine: Engine, attempts: int = 5) -> None:
@@ -57,6 +90,23 @@ def create_tables(engine: Engine, attempts: int = 5) -> None:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+MAX_IN_LIST = 1000
+"""Values per ``IN (...)`` list: a query's parameter count never grows with a task's size
+(PostgreSQL refuses more than 65,535 parameters in one statement)."""
+
+
+def in_chunks(values: Iterable[T], size: int = MAX_IN_LIST) -> Iterator[list[T]]:
+    """``values`` in lists of at most ``size``, for one ``IN`` query each."""
+    chunk: list[T] = []
+    for value in values:
+        chunk.append(value)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 @contextmanager

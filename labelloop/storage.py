@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from minio import Minio
+from minio.error import S3Error
 from minio.notificationconfig import NotificationConfig, PrefixFilterRule, QueueConfig
 
 from labelloop.config import Settings
@@ -77,10 +78,36 @@ class ObjectStore:
             if item.object_name is not None and not item.is_dir and item.last_modified is not None
         ]
 
-    def get_bytes(self, key: str) -> bytes:
-        response = self.client.get_object(self.bucket, key)
+    def get_bytes(
+        self, key: str, *, max_bytes: int | None = None, etag: str | None = None
+    ) -> bytes:
+        """The object's bytes: at most ``max_bytes`` (:class:`ObjectTooLarge` past them, read no
+        further), and only the version whose ETag is ``etag`` (:class:`ObjectChanged` when it
+        was overwritten since), so what is checked is what was announced."""
+        headers: dict[str, str | list[str] | tuple[str]] | None = (
+            {"If-Match": '"' + etag.strip('"') + '"'} if etag else None
+        )
         try:
-            return response.read()
+            response = self.client.get_object(self.bucket, key, request_headers=headers)
+        except S3Error as error:
+            if error.code == "PreconditionFailed":
+                raise ObjectChanged(f"{key} is no longer the version with ETag {etag}") from error
+            raise
+        try:
+            if max_bytes is None:
+                return response.read()
+            data = response.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise ObjectTooLarge(f"{key} is over the limit of {max_bytes:,} bytes")
+            return data
         finally:
             response.close()
             response.release_conn()
+
+
+class ObjectChanged(Exception):
+    """The object was overwritten after the version asked for."""
+
+
+class ObjectTooLarge(Exception):
+    """The object holds more bytes than the reader allowed (it stopped reading there)."""

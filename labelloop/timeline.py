@@ -16,6 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from schemas.envelope import CloudEvent
+from schemas.events import EVENTS_BY_TOPIC
+from schemas.topics import Topic
 
 
 class EventRecord(SQLModel, table=True):
@@ -98,11 +100,19 @@ def record_events(engine: Engine, events: Sequence[CloudEvent[Any]]) -> int:
         return sum(record_event(session, event) for event in events)
 
 
-def task_events(session: Session, task_id: str, *, after_seq: int = 0) -> list[EventRecord]:
-    return list(
-        session.exec(
-            select(EventRecord)
-            .where(EventRecord.task_id == task_id, EventRecord.seq > after_seq)  # type: ignore[operator]
-            .order_by(EventRecord.seq)  # type: ignore[arg-type]
-        )
+ADMIN_ONLY_TYPES = frozenset(cls.event_type() for cls in EVENTS_BY_TOPIC[Topic.WEBHOOKS_EVENTS])
+"""Event types only admins read on a timeline: their data holds webhook URLs (which often carry
+secrets), and the webhooks routes show those to admins only."""
+
+
+def task_events(
+    session: Session, task_id: str, *, after_seq: int = 0, hidden: frozenset[str] = frozenset()
+) -> list[EventRecord]:
+    """The task's events after ``after_seq`` in log order, without the ``hidden`` types."""
+    query = select(EventRecord).where(
+        EventRecord.task_id == task_id,
+        EventRecord.seq > after_seq,  # type: ignore[operator]
     )
+    if hidden:
+        query = query.where(col(EventRecord.type).not_in(hidden))
+    return list(session.exec(query.order_by(EventRecord.seq)))  # type: ignore[arg-type]

@@ -57,20 +57,25 @@ class FrameProcessedData(EventData):
     format: str = Field(description="Image format as the decoder names it, e.g. JPEG, PNG.")
 
 
+FrameRejectCode = Literal[
+    "empty",
+    "truncated",
+    "not_an_image",
+    "too_many_pixels",
+    "outside_task",
+    "unsupported",
+    "hash_mismatch",
+    "too_large",
+    "changed",
+]
+"""Why a frame was refused; ``changed``: overwritten after its upload was announced."""
+
+
 class FrameRejectedData(EventData):
     task_id: TaskId
     frame: FrameName
     object_key: str
-    code: Literal[
-        "empty",
-        "truncated",
-        "not_an_image",
-        "too_many_pixels",
-        "outside_task",
-        "unsupported",
-        "hash_mismatch",
-        "too_large",
-    ]
+    code: FrameRejectCode
     reason: str = Field(description="Why, in words a person understands.")
 
 

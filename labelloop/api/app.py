@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote
@@ -14,10 +15,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from labelloop import __version__
+from labelloop.api.limits import GuardBodies
+from labelloop.api.tasks import StreamSlots
 from labelloop.messaging.topics import cluster_reachable_async
 from labelloop.runtime import Runtime, Service, prepare_database
 
 log = logging.getLogger(__name__)
+
+READY_CACHE_S = 2.0
 
 
 def create_api(
@@ -49,6 +54,10 @@ def create_api(
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.streams = StreamSlots(
+        runtime.settings.sse_max_streams, runtime.settings.sse_max_streams_per_token
+    )
+    app.add_middleware(GuardBodies, runtime=runtime)
 
     @app.middleware("http")
     async def refuse_control_characters(request: Request, call_next: Any) -> Any:
@@ -67,12 +76,11 @@ def create_api(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    readiness = Readiness(runtime)
+
     @app.get("/readyz", tags=["ops"], summary="Readiness: broker and database reachable.")
     async def readyz(response: Response) -> dict[str, bool]:
-        checks = {
-            "kafka": await cluster_reachable_async(runtime.settings.kafka_bootstrap_servers),
-            "database": await asyncio.to_thread(_database_reachable, runtime),
-        }
+        checks = await readiness.checks()
         if not all(checks.values()):
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return checks
@@ -84,6 +92,30 @@ def create_api(
     for service in routed if routed is not None else services:
         app.include_router(service.router)
     return app
+
+
+class Readiness:
+    """``/readyz``'s checks, run at most once per ``READY_CACHE_S`` however often it is asked
+    (it is unauthenticated: each check opens a Kafka admin connection and a database one)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._lock = asyncio.Lock()
+        self._at = -READY_CACHE_S
+        self._checks: dict[str, bool] = {}
+        self.runs = 0
+
+    async def checks(self) -> dict[str, bool]:
+        async with self._lock:  # concurrent callers share one run
+            if time.monotonic() - self._at >= READY_CACHE_S:
+                self.runs += 1
+                servers = self.runtime.settings.kafka_bootstrap_servers
+                self._checks = {
+                    "kafka": await cluster_reachable_async(servers),
+                    "database": await asyncio.to_thread(_database_reachable, self.runtime),
+                }
+                self._at = time.monotonic()
+            return dict(self._checks)
 
 
 def _database_reachable(runtime: Runtime) -> bool:

@@ -32,6 +32,13 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def resolve_principal(runtime: Runtime, session: Session, token: str) -> Principal | None:
+    """Who holds ``token``: the settings' admin token, an issued API token, or nobody."""
+    if hmac.compare_digest(token.encode(), runtime.settings.admin_token.encode()):
+        return Principal(name="admin", role=Role.ADMIN)
+    return principal_for(session, token)
+
+
 def current_principal(
     runtime: RuntimeDep,
     session: SessionDep,
@@ -44,9 +51,7 @@ def current_principal(
             "missing `Authorization: Bearer <token>`",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if hmac.compare_digest(credentials.credentials.encode(), runtime.settings.admin_token.encode()):
-        return Principal(name="admin", role=Role.ADMIN)
-    principal = principal_for(session, credentials.credentials)
+    principal = resolve_principal(runtime, session, credentials.credentials)
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "invalid token", headers={"WWW-Authenticate": "Bearer"}

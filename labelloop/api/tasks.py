@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
 from sqlmodel import Session
 
-from labelloop.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep, task_not_found
-from labelloop.auth import Principal
+from labelloop.api.deps import (
+    AdminDep,
+    PrincipalDep,
+    RuntimeDep,
+    SessionDep,
+    resolve_principal,
+    task_not_found,
+)
+from labelloop.auth import Principal, Role
 from labelloop.tasks import (
     Task,
     TaskCreate,
@@ -21,7 +30,7 @@ from labelloop.tasks import (
     new_task_id,
     task_created_event,
 )
-from labelloop.timeline import task_events
+from labelloop.timeline import ADMIN_ONLY_TYPES, task_events
 from schemas.topics import Topic
 
 router = APIRouter(prefix="/api", tags=["tasks"])
@@ -58,7 +67,7 @@ def read_task(task_id: str, session: SessionDep, principal: PrincipalDep) -> Tas
 @router.get(
     "/tasks/{task_id}/events",
     summary="The task's event timeline; `Accept: text/event-stream` streams it (SSE).",
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {}}}, 429: {"description": "Too many"}},
 )
 async def task_timeline(
     task_id: str,
@@ -71,34 +80,126 @@ async def task_timeline(
     ] = None,
     last_event_id: Annotated[int | None, Header()] = None,
 ) -> Any:
-    require_task(session, task_id, principal)
-    if "text/event-stream" not in request.headers.get("accept", ""):
-        return [json.loads(record.document) for record in task_events(session, task_id)]
+    hidden = frozenset() if principal.role is Role.ADMIN else ADMIN_ONLY_TYPES
+    streaming = "text/event-stream" in request.headers.get("accept", "")
+
+    def look_up() -> list[Any]:  # off the event loop
+        require_task(session, task_id, principal)
+        if streaming:
+            session.close()  # a waiting stream holds no database connection
+            return []
+        return [
+            json.loads(record.document) for record in task_events(session, task_id, hidden=hidden)
+        ]
+
+    listed = await asyncio.to_thread(look_up)
+    if not streaming:
+        return listed
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    slot = request.app.state.streams.take(token)
     return StreamingResponse(
-        _stream(runtime, request, task_id, after_seq=last_event_id or 0, until=until),
+        _stream(
+            runtime,
+            request,
+            task_id,
+            after_seq=last_event_id or 0,
+            until=until,
+            hidden=hidden,
+            still_allowed=lambda: _token_reads(runtime, token, task_id),
+            slot=slot,
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
+class StreamSlots:
+    """Open event streams, per token and in all (the event loop is their only user)."""
+
+    def __init__(self, total: int, per_token: int) -> None:
+        self.total = total
+        self.per_token = per_token
+        self.open: dict[str, int] = {}
+
+    def take(self, token: str) -> StreamSlot:
+        """A slot for ``token``'s stream; 429 with ``Retry-After`` when none is free."""
+        key = hashlib.sha256(token.encode()).hexdigest()
+        mine = self.open.get(key, 0)
+        if mine >= self.per_token or sum(self.open.values()) >= self.total:
+            setting = "SSE_MAX_STREAMS_PER_TOKEN" if mine >= self.per_token else "SSE_MAX_STREAMS"
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"too many event streams are open (LABELLOOP_{setting}); close one or retry",
+                headers={"Retry-After": "5"},
+            )
+        self.open[key] = mine + 1
+        return StreamSlot(self, key)
+
+
+class StreamSlot:
+    """One open stream's place; given back once, when the stream ends or is dropped unstarted."""
+
+    def __init__(self, slots: StreamSlots, key: str) -> None:
+        self.slots, self.key, self.held = slots, key, True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.slots.open[self.key] -= 1
+            if not self.slots.open[self.key]:
+                del self.slots.open[self.key]
+
+    def __del__(self) -> None:  # a response whose body never started still frees its slot
+        self.release()
+
+
+def _token_reads(runtime: Any, token: str, task_id: str) -> bool:
+    with Session(runtime.engine) as session:
+        principal = resolve_principal(runtime, session, token)
+    return principal is not None and principal.can_read(task_id)
+
+
 async def _stream(
-    runtime: Any, request: Request, task_id: str, *, after_seq: int, until: str | None
+    runtime: Any,
+    request: Request,
+    task_id: str,
+    *,
+    after_seq: int,
+    until: str | None,
+    hidden: frozenset[str],
+    still_allowed: Callable[[], bool],
+    slot: StreamSlot,
 ) -> AsyncIterator[str]:
-    """Past events first, then new ones as the projection records them."""
+    """Past events first, then new ones as the projection records them; ends when the token
+    is revoked and after ``sse_max_life_s`` (the client resumes with ``Last-Event-ID``)."""
+    settings = runtime.settings
     idle = 0.0
-    while not await request.is_disconnected():
-        with Session(runtime.engine) as session:
-            records = await asyncio.to_thread(task_events, session, task_id, after_seq=after_seq)
-        for record in records:
-            after_seq = record.seq or after_seq
-            yield f"id: {record.seq}\nevent: {record.type}\ndata: {record.document}\n\n"
-            if until is not None and record.type == until:
+    started = checked = time.monotonic()
+    try:
+        while not await request.is_disconnected():
+            now = time.monotonic()
+            if now - started >= settings.sse_max_life_s:
                 return
-        if records:
-            idle = 0.0
-        else:
-            idle += SSE_POLL_S
-            if idle >= SSE_KEEPALIVE_S:
+            if now - checked >= settings.sse_recheck_s:
+                if not await asyncio.to_thread(still_allowed):
+                    return
+                checked = now
+            with Session(runtime.engine) as session:
+                records = await asyncio.to_thread(
+                    task_events, session, task_id, after_seq=after_seq, hidden=hidden
+                )
+            for record in records:
+                after_seq = record.seq or after_seq
+                yield f"id: {record.seq}\nevent: {record.type}\ndata: {record.document}\n\n"
+                if until is not None and record.type == until:
+                    return
+            if records:
                 idle = 0.0
-                yield ": keep-alive\n\n"
-        await asyncio.sleep(SSE_POLL_S)
+            else:
+                idle += SSE_POLL_S
+                if idle >= SSE_KEEPALIVE_S:
+                    idle = 0.0
+                    yield ": keep-alive\n\n"
+            await asyncio.sleep(SSE_POLL_S)
+    finally:
+        slot.release()

@@ -19,7 +19,10 @@ class TokenCreate(BaseModel):
     name: PrintableText = Field(min_length=1, max_length=128, description="Who will hold it.")
     role: Role
     task_ids: list[str] | None = Field(
-        default=None, max_length=1000, description="Limit it to these tasks (not for admins)."
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Limit it to these tasks (not for admins); leave it out for every task.",
     )
 
     @model_validator(mode="after")

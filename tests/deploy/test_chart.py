@@ -149,3 +149,16 @@ def test_network_policies_admit_what_the_services_need(helm: Helm) -> None:
     container_ports = {p["name"] for p in triton_pod["spec"]["containers"][0]["ports"]}
     for rule in triton["ingress"]:
         assert {p["port"] for p in rule["ports"]} <= container_ports
+
+
+def test_the_ingress_routes_the_api_and_never_metrics_or_probes(helm: Helm) -> None:
+    (ingress,) = of_kind(helm.render("default", EVERYTHING_ON), "Ingress").values()
+    paths = {
+        (path["path"], path["pathType"])
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
+    assert paths == {("/api", "Prefix"), ("/docs", "Prefix"), ("/openapi.json", "Exact")}
+    for exposed in ("/", "/metrics", "/readyz"):
+        error = helm.render_error("default", {**EVERYTHING_ON, "ingress.paths[0].path": exposed})
+        assert "paths" in error, exposed

@@ -41,8 +41,21 @@ def test_topic_prefix() -> None:
 
 def test_cluster_refuses_local_default_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LABELLOOP_ENVIRONMENT", "cluster")
-    with pytest.raises(ValidationError, match="LABELLOOP_S3_SECRET_KEY"):
+    with pytest.raises(ValidationError, match="LABELLOOP_S3_ACCESS_KEY, LABELLOOP_S3_SECRET_KEY"):
         Settings()
+    monkeypatch.setenv("LABELLOOP_S3_ACCESS_KEY", "access-from-a-k8s-secret")
     monkeypatch.setenv("LABELLOOP_S3_SECRET_KEY", "s3cret-from-a-k8s-secret")
-    monkeypatch.setenv("LABELLOOP_ADMIN_TOKEN", "token-from-a-k8s-secret")
+    monkeypatch.setenv("LABELLOOP_ADMIN_TOKEN", "short-token")
+    with pytest.raises(ValidationError, match="at least 32"):
+        Settings()
+    monkeypatch.setenv("LABELLOOP_ADMIN_TOKEN", "0123456789abcdef" * 4)
     assert Settings().environment == "cluster"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.5", "example.com"])
+def test_local_settings_never_serve_other_machines(host: str) -> None:
+    """The image's `docker run -p 8080:8080` with local defaults must not take a known token."""
+    with pytest.raises(ValidationError, match="serves other machines"):
+        Settings(api_host=host)
+    for loopback in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert Settings(api_host=loopback).api_host == loopback

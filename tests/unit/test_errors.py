@@ -15,6 +15,14 @@ class Model(BaseModel):
     n: int
 
 
+class StateError(Exception):
+    """A driver error carrying its SQLSTATE, as psycopg's do."""
+
+    def __init__(self, message: str, sqlstate: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
 def validation_error() -> ValidationError:
     with pytest.raises(ValidationError) as caught:
         Model.model_validate({"n": "x"})
@@ -28,10 +36,31 @@ def validation_error() -> ValidationError:
         ConnectionRefusedError(),
         TimeoutError(),
         OperationalError("select 1", {}, Exception("database is locked")),
+        OperationalError("select 1", {}, Exception("connection to server at 10.0.0.9 failed")),
+        OperationalError("select 1", {}, StateError("deadlock detected", "40P01")),
+        OperationalError("select 1", {}, StateError("terminating connection", "57P01")),
+        OperationalError("select 1", {}, StateError("server closed the connection", "08006")),
     ],
 )
 def test_transient(error: BaseException) -> None:
     assert is_transient(error) and not is_poison(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # libpq refuses before sending: retrying can never help
+        OperationalError(
+            "select", {}, Exception("number of parameters must be between 0 and 65535")
+        ),
+        OperationalError("select", {}, Exception("too many SQL variables")),
+        OperationalError("select", {}, Exception("no such table: frames")),
+        OperationalError("select", {}, StateError("program limit exceeded", "54000")),
+    ],
+)
+def test_deterministic_database_errors_are_not_waited_out(error: BaseException) -> None:
+    """They reach the DLQ after the usual attempts instead of stalling their partition."""
+    assert not is_transient(error)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from ingest.domain import (
+    MAX_FRAME_NAME,
     FrameKey,
     ImageInfo,
     ManifestError,
@@ -94,6 +95,7 @@ def test_manifest_forms() -> None:
         (b'{"files": ["../x.jpg"]}', "not a plain file name"),
         (b'{"files": [{"name": "a.jpg", "sha256": "xyz"}]}', "64 lowercase hex"),
         (b'{"files": [3]}', "must be a name"),
+        (b'{"files": ["' + b"n" * 256 + b'.jpg"]}', "260 characters, over the limit of 255"),
     ],
 )
 def test_bad_manifests_say_why(raw: bytes, message: str) -> None:
@@ -103,3 +105,15 @@ def test_bad_manifests_say_why(raw: bytes, message: str) -> None:
 
 def test_missing_frames_keeps_manifest_order() -> None:
     assert missing_frames(["c", "a", "b"], {"a"}) == ["c", "b"]
+
+
+def test_a_frame_name_too_long_for_its_row_gets_a_rejection_that_fits() -> None:
+    """Else the frame never gets an outcome (its row cannot be written)."""
+    names = [f"{'x' * 300}{index}.jpg" for index in range(2)]
+    refs = [parse_key(f"tasks/t1/data/{name}") for name in names]
+    assert all(isinstance(ref, OutsideTask) for ref in refs)
+    shortened = [ref.name for ref in refs if isinstance(ref, OutsideTask)]
+    assert all(len(name) <= MAX_FRAME_NAME for name in shortened)
+    assert len(set(shortened)) == 2, "two long names stay two frames"
+    assert "at most 255 characters; this one has 305" in refs[0].reason  # type: ignore[union-attr]
+    assert parse_key(f"tasks/t1/data/{'y' * 251}.jpg") == FrameKey("t1", f"{'y' * 251}.jpg")

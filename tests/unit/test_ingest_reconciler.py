@@ -87,7 +87,9 @@ class MemoryStore:
     def list_objects(self, prefix: str) -> list[ListedObject]:
         return [listed(k, len(v)) for k, v in sorted(self.objects.items()) if k.startswith(prefix)]
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(
+        self, key: str, *, max_bytes: int | None = None, etag: str | None = None
+    ) -> bytes:
         return self.objects[key]
 
 

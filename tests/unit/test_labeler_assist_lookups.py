@@ -14,9 +14,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
 from jobgen.handlers import handle_data_ready
-from labeler_assist.handlers import NotFound, remember, submit_labels
+from labeler_assist.handlers import NotFound, NotPermitted, remember, submit_labels
 from labeler_assist.lookups import find_frame, find_job
-from labeler_assist.models import AssistFrame, AssistJob, LabelCounter
+from labeler_assist.models import Annotation, AssistFrame, AssistJob, LabelCounter
+from labelloop.auth import Principal, Role
 from labelloop.db import create_tables, get_engine
 from labelloop.messaging.outbox import OutboxMessage, Transactions, committed_event
 from labelloop.tasks import Task
@@ -25,6 +26,7 @@ from schemas.events import (
     FrameProcessed,
     FrameProcessedData,
     JobCreated,
+    LabelsSubmitted,
     TaskDataReady,
     TaskDataReadyData,
 )
@@ -32,6 +34,7 @@ from schemas.topics import Topic
 
 TASK = "t-ryp"
 FRAMES = [f"f{index:02d}.jpg" for index in range(6)]
+ALICE = Principal("alice", Role.ANNOTATOR)
 
 
 @pytest.fixture
@@ -117,9 +120,9 @@ def test_labels_before_and_after_the_consumer_catches_up_count_once(
     frames = announce_frames(transactions)
     first, _ = announce_jobs(transactions)
     with transactions.session() as outbox:
-        submit_labels(outbox, first, labels(FRAMES[:4]), "alice")
+        submit_labels(outbox, first, labels(FRAMES[:4]), ALICE)
     with transactions.session() as outbox, pytest.raises(NotFound):
-        submit_labels(outbox, f"{TASK}-j9999", labels(FRAMES[:1]), "alice")
+        submit_labels(outbox, f"{TASK}-j9999", labels(FRAMES[:1]), ALICE)
 
     # the consumer catches up on every announced event
     with Session(transactions.engine) as session:
@@ -131,9 +134,33 @@ def test_labels_before_and_after_the_consumer_catches_up_count_once(
     for payload in announced:
         remember([JobCreated.model_validate_json(payload)], transactions)
     with transactions.session() as outbox:
-        submit_labels(outbox, first, labels(FRAMES[:4]), "bob")
+        submit_labels(outbox, first, labels(FRAMES[:4]), Principal("bob", Role.ANNOTATOR))
 
     with Session(transactions.engine) as session:
         counter = session.get(LabelCounter, TASK)
         assert counter is not None and (counter.labeled_frames, counter.crossings) == (4, 1)
         assert session.exec(select(func.count()).select_from(AssistJob)).one() == 2
+
+
+def test_the_right_to_label_is_checked_on_the_job_the_transaction_writes(
+    transactions: Transactions,
+) -> None:
+    """A job announced after a route's first look is still checked against the caller's scope
+    (the check and the write are one transaction): nothing is written into another task."""
+    announce_frames(transactions)
+    first, _ = announce_jobs(transactions)
+    elsewhere = Principal("mallory", Role.ANNOTATOR, frozenset({"another-task"}))
+    with transactions.session() as outbox, pytest.raises(NotFound):
+        submit_labels(outbox, first, labels(FRAMES[:2]), elsewhere)
+    with transactions.session() as outbox, pytest.raises(NotPermitted):
+        submit_labels(outbox, first, labels(FRAMES[:2]), Principal("audit", Role.AUDITOR))
+    with Session(transactions.engine) as session:
+        assert session.exec(select(func.count()).select_from(Annotation)).one() == 0
+        assert (
+            session.exec(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.event_type == LabelsSubmitted.event_type())
+            ).one()
+            == 0
+        )

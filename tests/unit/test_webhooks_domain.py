@@ -73,6 +73,15 @@ def test_bad_secrets(secret: str) -> None:
         "::ffff:10.0.0.1",
         "0.0.0.0",
         "224.0.0.1",
+        # IPv6 that leads to private IPv4 (Python 3.11 calls these global)
+        "64:ff9b::a00:1",  # NAT64 to 10.0.0.1
+        "64:ff9b::7f00:1",  # NAT64 to 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "::10.0.0.1",  # IPv4-compatible (deprecated)
+        "::8.8.8.8",
+        "::ffff:0:10.0.0.1",  # IPv4-translated (SIIT)
+        "64:ff9b:1::a00:1",  # local-use NAT64: its IPv4 end is not visible
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
     ],
 )
 def test_non_public_addresses_refused(address: str) -> None:
@@ -83,12 +92,29 @@ def test_non_public_addresses_refused(address: str) -> None:
 def test_allowlist_admits() -> None:
     check_address(ipaddress.ip_address("127.0.0.1"), parse_allowlist("127.0.0.0/8, 10.0.0.0/8"))
     check_address(ipaddress.ip_address("93.184.216.34"), [])
+    for public in ("64:ff9b::808:808", "2002:808:808::1", "::ffff:0:8.8.8.8", "2606:4700::1111"):
+        check_address(ipaddress.ip_address(public), [])  # translated to a public IPv4: fine
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "http://u:p@host/", "http:///nohost"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "http://u:p@host/",
+        "http:///nohost",
+        "http://host:99999/",
+        "http://host:port/",
+        "http://" + "a" * 64 + ".example/",  # a DNS label is at most 63 octets
+    ],
+)
 def test_url_shape(url: str) -> None:
     with pytest.raises(UnsafeTarget):
         check_url_shape(url)
+
+
+def test_international_host_names_are_checked_in_their_ascii_form() -> None:
+    assert check_url_shape("https://bücher.example:8443/hook") == ("xn--bcher-kva.example", 8443)
+    assert check_url_shape("http://[2606:4700::1111]/") == ("2606:4700::1111", 80)
 
 
 @pytest.mark.parametrize(

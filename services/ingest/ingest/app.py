@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 from sqlmodel import select
 
+from ingest.domain import MAX_FRAME_NAME
 from ingest.handlers import IngestDeps, handle_storage_events
 from ingest.models import Frame, FramePublic, TaskIngest
 from ingest.reconciler import Backoff, Reconciler
@@ -97,6 +98,12 @@ def presign_uploads(
         if "/" in name or name in {"", ".", ".."}:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, f"`{name}` is not a file name"
+            )
+        if len(name) > MAX_FRAME_NAME:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"`{name[:40]}…` has {len(name)} characters; frame names are at most "
+                f"{MAX_FRAME_NAME}",
             )
     return UploadUrls(
         frames={

@@ -3,28 +3,24 @@ what a manifest declares, and when a task's data is complete."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Literal
 
 from PIL import Image, UnidentifiedImageError
 
+from schemas.events import FrameRejectCode
+
 TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
+MAX_FRAME_NAME = 255
+"""Characters in a frame's file name (the ``frames.name`` column): refused at presign and in
+the manifest; an object stored under a longer name is rejected with a shortened name."""
 
-RejectCode = Literal[
-    "empty",
-    "truncated",
-    "not_an_image",
-    "too_many_pixels",
-    "outside_task",
-    "unsupported",
-    "hash_mismatch",
-    "too_large",
-]
+RejectCode = FrameRejectCode
 
 
 @dataclass(frozen=True)
@@ -67,6 +63,13 @@ def parse_key(key: str) -> ObjectRef | None:
             name or key,
             f"key `{key}` is outside tasks/{task_id}/data/: frames go directly in that folder "
             "(no sub-folders, no `..`)",
+        )
+    if len(name) > MAX_FRAME_NAME:
+        digest = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:12]
+        return OutsideTask(
+            task_id,
+            f"{name[: MAX_FRAME_NAME - 14]}…{digest}",  # fits the column, stays distinct
+            f"frame names are at most {MAX_FRAME_NAME} characters; this one has {len(name)}",
         )
     return FrameKey(task_id, name)
 
@@ -159,6 +162,11 @@ def parse_manifest(raw: bytes) -> list[ManifestEntry]:
             raise ManifestError(f'files[{index}] must be a name or {{"name", "sha256"}}')
         if not entry.name or "/" in entry.name or entry.name in {".", ".."}:
             raise ManifestError(f"files[{index}]: `{entry.name}` is not a plain file name")
+        if len(entry.name) > MAX_FRAME_NAME:
+            raise ManifestError(
+                f"files[{index}]: the name has {len(entry.name)} characters, over the limit "
+                f"of {MAX_FRAME_NAME}"
+            )
         entries.append(entry)
     names = [entry.name for entry in entries]
     if len(set(names)) != len(names):

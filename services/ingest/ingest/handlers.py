@@ -28,7 +28,7 @@ from ingest.models import Frame, TaskIngest
 from ingest.projections import apply_frame_outcomes, apply_frame_rejected
 from labelloop.messaging.outbox import Transactions, UnitOfWork
 from labelloop.metrics import FRAMES
-from labelloop.storage import ObjectStore
+from labelloop.storage import ObjectChanged, ObjectStore, ObjectTooLarge
 from labelloop.tasks import Task
 from schemas.events import (
     FrameProcessed,
@@ -198,7 +198,21 @@ def _inspect_object(
         )
     if declared_size == 0:
         return Rejection("empty", "the file is empty (0 bytes)")
-    return _inspect_bytes(deps.store.get_bytes(record.object_key), deps.max_frame_pixels)
+    try:
+        data = deps.store.get_bytes(
+            record.object_key, max_bytes=deps.max_frame_bytes, etag=record.s3.object.etag
+        )
+    except ObjectTooLarge:
+        return Rejection(
+            "too_large", f"the object is over the limit of {deps.max_frame_bytes:,} bytes"
+        )
+    except ObjectChanged:
+        return Rejection(
+            "changed",
+            "the object was overwritten after its upload was announced; frames are immutable: "
+            "upload a changed frame under a new name",
+        )
+    return _inspect_bytes(data, deps.max_frame_pixels)
 
 
 def _inspect_bytes(data: bytes, max_pixels: int) -> tuple[ImageInfo, str, int] | Rejection:
@@ -277,12 +291,16 @@ def _on_manifest(ref: ManifestKey, record: S3EventRecord, deps: IngestDeps) -> N
     size = record.s3.object.size or 0
     error: str | None = None
     entries = []
+    too_large = f"manifest.json is over the limit of {deps.max_manifest_bytes:,} bytes"
     if size > deps.max_manifest_bytes:
-        error = f"manifest.json is {size:,} bytes, over the limit of {deps.max_manifest_bytes:,}"
+        error = too_large
     else:
-        raw = deps.store.get_bytes(record.object_key)
-        try:
-            entries = parse_manifest(raw)
+        try:  # its latest version: a manifest may be rewritten until the task's data is ready
+            entries = parse_manifest(
+                deps.store.get_bytes(record.object_key, max_bytes=deps.max_manifest_bytes)
+            )
+        except ObjectTooLarge:
+            error = too_large
         except ManifestError as manifest_error:
             error = str(manifest_error)
     with deps.transactions.unit_of_work(CONSUMER, _message_id(record)) as uow:

@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 from labeler_assist.domain import InvalidAnnotation
 from labeler_assist.handlers import (
     NotFound,
+    NotPermitted,
     NotYetKnown,
     remember,
     submit_labels,
@@ -20,8 +21,8 @@ from labeler_assist.handlers import (
 from labeler_assist.lookups import find_job
 from labeler_assist.models import Annotation, AssistFrame, Preannotation
 from labeler_assist.serving import ModelServer
-from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep, check_label
-from labelloop.auth import Role
+from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from labelloop.db import in_chunks
 from labelloop.messaging.batches import subscribe_batches
 from labelloop.runtime import Runtime
 from labelloop.tasks import Task
@@ -85,25 +86,16 @@ class JobAnnotations(BaseModel):
 
 @router.put("/jobs/{job_id}/annotations")
 def put_annotations(
-    job_id: str,
-    body: JobAnnotations,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    principal: PrincipalDep,
+    job_id: str, body: JobAnnotations, runtime: RuntimeDep, principal: PrincipalDep
 ) -> JobAnnotations:
     """Save labels for frames of a job (each frame's boxes replace its previous ones)."""
-    known = find_job(session, job_id)
-    if known is not None:  # an unknown job writes nothing: 404
-        if not principal.can_read(known.task_id):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
-        check_label(principal, known.task_id)
-    elif principal.role is not Role.ADMIN and principal.role is not Role.ANNOTATOR:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"the {principal.role} role cannot label")
     try:
-        with runtime.transactions.session() as outbox:
-            submit_labels(outbox, job_id, body.frames, principal.name)
+        with runtime.transactions.session() as outbox:  # the check and the write: one transaction
+            submit_labels(outbox, job_id, body.frames, principal)
     except NotFound as missing:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(missing)) from missing
+    except NotPermitted as refused:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(refused)) from refused
     except NotYetKnown as early:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"{early}; retry shortly", headers={"Retry-After": "1"}
@@ -119,12 +111,15 @@ def get_annotations(job_id: str, session: SessionDep, principal: PrincipalDep) -
     job = find_job(session, job_id)
     if job is None or not principal.can_read(job.task_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
-    rows = session.exec(
-        select(Annotation).where(
-            Annotation.task_id == job.task_id, col(Annotation.frame).in_(job.frames)
+    by_frame = {
+        row.frame: row
+        for chunk in in_chunks(job.frames)
+        for row in session.exec(
+            select(Annotation).where(
+                Annotation.task_id == job.task_id, col(Annotation.frame).in_(chunk)
+            )
         )
-    ).all()
-    by_frame = {row.frame: row for row in rows}
+    }
     return JobAnnotations(
         frames=[
             FrameLabels.model_validate({"frame": name, "boxes": by_frame[name].boxes})
@@ -162,11 +157,15 @@ def get_preannotations(
     job = find_job(session, job_id)
     if job is None or not principal.can_read(job.task_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
-    rows = session.exec(
-        select(Preannotation).where(
-            Preannotation.task_id == job.task_id, col(Preannotation.frame).in_(job.frames)
+    rows = [
+        row
+        for chunk in in_chunks(job.frames)
+        for row in session.exec(
+            select(Preannotation).where(
+                Preannotation.task_id == job.task_id, col(Preannotation.frame).in_(chunk)
+            )
         )
-    ).all()
+    ]
     newest: dict[str, Preannotation] = {}
     for row in rows:
         if row.frame not in newest or row.model_version > newest[row.frame].model_version:

@@ -21,6 +21,7 @@ from labeler_assist.projections import (
     apply_threshold_reached,
     apply_views,
 )
+from labelloop.auth import Principal
 from labelloop.messaging.outbox import Outbox, Transactions
 from labelloop.tasks import Task
 from schemas.events import (
@@ -44,6 +45,10 @@ class NotFound(LookupError):
 
 class NotYetKnown(LookupError):
     """A frame's ``frame.processed`` has not reached labeler-assist yet: retry shortly."""
+
+
+class NotPermitted(PermissionError):
+    """The caller may see the job but not label it (an auditor)."""
 
 
 def remember(events: Sequence[FrameProcessed | JobCreated], transactions: Transactions) -> None:
@@ -73,19 +78,23 @@ def _lock_counter(session: Session, task_id: str) -> LabelCounter:
 
 
 def submit_labels(
-    outbox: Outbox, job_id: str, annotations: list[FrameLabels], submitted_by: str
+    outbox: Outbox, job_id: str, annotations: list[FrameLabels], principal: Principal
 ) -> LabelsSubmitted:
     """Store a job's labels; announce them, and each label-threshold crossing exactly once.
 
     The job and its frames are taken as announced (:mod:`labeler_assist.lookups`), so labels
     for a job a client was just told of are taken even before this service's consumer has read
-    ``job.created``. Raises :class:`NotFound` for an unknown job and ``InvalidAnnotation`` for a
-    bad box or a frame outside the job; nothing is stored then.
+    ``job.created``. The caller's right to label is checked on the job found here, in the
+    transaction that writes. Raises :class:`NotFound` for an unknown job (or one of a task the
+    caller may not see), :class:`NotPermitted` for a role that cannot label, and
+    ``InvalidAnnotation`` for a bad box or a frame outside the job; nothing is stored then.
     """
     session = outbox.session
     job = find_job(session, job_id)
-    if job is None:
+    if job is None or not principal.can_read(job.task_id):
         raise NotFound(f"no job {job_id}")
+    if not principal.can_label(job.task_id):
+        raise NotPermitted(f"the {principal.role} role cannot label")
     task = session.get(Task, job.task_id)
     if task is None:
         raise NotFound(f"no task {job.task_id}")
@@ -109,7 +118,7 @@ def submit_labels(
             task_id=task.id,
             job_id=job_id,
             annotations=annotations,
-            submitted_by=submitted_by,
+            submitted_by=principal.name,
             labeled_frames=counter.labeled_frames + newly_labeled,
         ),
         source=SOURCE,

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from labeler_assist.models import Annotation, AssistFrame, Preannotation, ServedModel
 from labeler_assist.projections import apply_preannotation_ready
 from labelloop.config import Settings
+from labelloop.db import in_chunks
 from labelloop.messaging.outbox import Transactions
 from labelloop.metrics import INFERENCE_LATENCY
 from labelloop.storage import ObjectStore
@@ -149,31 +150,35 @@ class ModelServer:
         model = await self.for_task(task_id)
         if model is None:
             return 0
+        labeled: set[str] = set()
+        done: set[str] = set()
+        known: dict[str, AssistFrame] = {}
         with Session(self.transactions.engine) as session:
-            labeled = set(
-                session.exec(
-                    select(Annotation.frame).where(
-                        Annotation.task_id == task_id, col(Annotation.frame).in_(frames)
-                    )
-                ).all()
-            )
-            done = set(
-                session.exec(
-                    select(Preannotation.frame).where(
-                        Preannotation.task_id == task_id,
-                        Preannotation.model_version == model.version,
-                        col(Preannotation.frame).in_(frames),
-                    )
-                ).all()
-            )
-            known = {
-                row.name: row
-                for row in session.exec(
-                    select(AssistFrame).where(
-                        AssistFrame.task_id == task_id, col(AssistFrame.name).in_(frames)
+            for chunk in in_chunks(frames):
+                labeled.update(
+                    session.exec(
+                        select(Annotation.frame).where(
+                            Annotation.task_id == task_id, col(Annotation.frame).in_(chunk)
+                        )
                     )
                 )
-            }
+                done.update(
+                    session.exec(
+                        select(Preannotation.frame).where(
+                            Preannotation.task_id == task_id,
+                            Preannotation.model_version == model.version,
+                            col(Preannotation.frame).in_(chunk),
+                        )
+                    )
+                )
+                known.update(
+                    (row.name, row)
+                    for row in session.exec(
+                        select(AssistFrame).where(
+                            AssistFrame.task_id == task_id, col(AssistFrame.name).in_(chunk)
+                        )
+                    )
+                )
         todo = [name for name in frames if name in known and name not in labeled | done]
         for start in range(0, len(todo), BATCH):
             batch = todo[start : start + BATCH]

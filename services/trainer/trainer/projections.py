@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from labelloop.db import in_chunks
 from labelloop.projections import Projection
 from schemas.events import (
     LabelsSubmitted,
@@ -46,9 +47,10 @@ def apply_labels_batch(session: Session, events: Sequence[LabelsSubmitted]) -> N
         frames = [frame for task, frame in latest if task == task_id]
         rows = {
             row.frame: row
+            for chunk in in_chunks(frames)
             for row in session.exec(
                 select(TrainingLabel).where(
-                    TrainingLabel.task_id == task_id, col(TrainingLabel.frame).in_(frames)
+                    TrainingLabel.task_id == task_id, col(TrainingLabel.frame).in_(chunk)
                 )
             )
         }

@@ -58,7 +58,8 @@ def parse_allowlist(text: str) -> list[IPNetwork]:
 
 
 def check_url_shape(url: str) -> tuple[str, int]:
-    """Host and port of an http(s) URL without credentials; UnsafeTarget otherwise."""
+    """Host (ASCII: IDNA-encoded) and port of an http(s) URL without credentials; UnsafeTarget
+    otherwise."""
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"}:
         raise UnsafeTarget("webhook URLs must be http or https")
@@ -66,16 +67,59 @@ def check_url_shape(url: str) -> tuple[str, int]:
         raise UnsafeTarget("webhook URL has no host")
     if parts.username or parts.password:
         raise UnsafeTarget("webhook URLs must not carry credentials")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return parts.hostname, port
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as error:
+        raise UnsafeTarget(f"webhook URL has a bad port: {error}") from error
+    host = parts.hostname
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as error:
+            raise UnsafeTarget(f"{host!r} is not a valid host name ({error})") from error
+    return host, port
+
+
+TRANSLATED_V4 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::ffff:0:0:0/96"))
+"""NAT64's well-known prefix (RFC 6052) and SIIT's IPv4-translated one: the last 32 bits are
+the IPv4 address a packet ends up at."""
+COMPATIBLE_V4 = ipaddress.ip_network("::/96")
+"""IPv4-compatible addresses (deprecated by RFC 4291): never a webhook target."""
+OPAQUE_TRANSLATION = (ipaddress.ip_network("64:ff9b:1::/48"), ipaddress.ip_network("2001::/32"))
+"""Local-use NAT64 and Teredo: they lead to IPv4 addresses this check cannot see."""
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address leads to (mapped, 6to4, NAT64, SIIT), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in prefix for prefix in TRANSLATED_V4):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def check_address(address: IPAddress, allowlist: list[IPNetwork]) -> None:
-    """Refuse non-public addresses unless an allowlisted network admits them."""
+    """Refuse non-public addresses unless an allowlisted network admits them; an IPv6 address
+    that leads to an IPv4 one is judged by that IPv4 address."""
     if any(address in network for network in allowlist):
         return
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address) and not (
+        address.is_loopback or address.is_unspecified
+    ):
+        if address in COMPATIBLE_V4 or any(address in net for net in OPAQUE_TRANSLATION):
+            raise UnsafeTarget(
+                f"{address} leads to an IPv4 address that cannot be checked (IPv4-compatible, "
+                "local NAT64 or Teredo); add its network to LABELLOOP_WEBHOOK_ALLOWLIST to "
+                "deliver there"
+            )
+        embedded = embedded_ipv4(address)
+        if embedded is not None:
+            check_address(embedded, allowlist)
+            return
     if not address.is_global or address.is_multicast:
         kind = (
             "loopback"

@@ -43,6 +43,8 @@ from webhooks.models import Attempt, Delivery, Subscription
 
 log = logging.getLogger(__name__)
 CONSUMER = "webhooks"
+MAX_REPLY_BYTES = 64 * 1024
+"""Of a receiver's reply body, the most read (enough to keep its connection alive)."""
 _DELIVERY_NAMESPACE = uuid.UUID("0b8f0d55-3f5e-4a7e-8d4e-2f8d1c9a6b31")
 
 
@@ -159,10 +161,12 @@ class Dispatcher:
 
     async def _drain(self, client: httpx.AsyncClient, subscription_id: str) -> None:
         try:
-            while (
-                delivery := await asyncio.to_thread(self._claim_next, subscription_id)
-            ) is not None:
-                async with self._slots:
+            while True:
+                async with self._slots:  # claimed only once it can go: the lease covers the
+                    # attempt (its deadline is webhook_timeout_s, the lease 30 s longer)
+                    delivery = await asyncio.to_thread(self._claim_next, subscription_id)
+                    if delivery is None:
+                        break
                     await self.attempt(client, delivery)
         except Exception:
             log.exception("webhook lane %s failed; it restarts on the next pass", subscription_id)
@@ -218,8 +222,8 @@ class Dispatcher:
                     error = f"HTTP {status_code}"
             except UnsafeTarget as unsafe:
                 error = f"refused target: {unsafe}"
-            except httpx.TimeoutException:
-                error = f"timed out after {self.settings.webhook_timeout_s:.0f}s"
+            except (httpx.TimeoutException, TimeoutError):
+                error = f"timed out after {self.settings.webhook_timeout_s:.0f}s in all"
             except (httpx.HTTPError, OSError) as network:
                 error = f"{type(network).__name__}: {network}"
             if error and error.startswith("refused target"):
@@ -279,7 +283,19 @@ class Dispatcher:
     async def _post(
         self, client: httpx.AsyncClient, subscription: Subscription, delivery: Delivery
     ) -> tuple[int, float | None]:
-        """POST to the address checked just now (DNS rebinding cannot swap it afterwards)."""
+        """POST to the address checked just now (DNS rebinding cannot swap it afterwards).
+
+        One deadline for the whole attempt (httpx's timeouts are per phase and per read, so a
+        receiver trickling bytes would hold the lane), within the delivery's lease; of the
+        reply's body at most ``MAX_REPLY_BYTES`` are read (only status and ``Retry-After``
+        count).
+        """
+        async with asyncio.timeout(self.settings.webhook_timeout_s):
+            return await self._post_within_deadline(client, subscription, delivery)
+
+    async def _post_within_deadline(
+        self, client: httpx.AsyncClient, subscription: Subscription, delivery: Delivery
+    ) -> tuple[int, float | None]:
         host, port = check_url_shape(subscription.url)
         addresses = await asyncio.to_thread(resolve_host, host, port)
         if not addresses:
@@ -298,10 +314,16 @@ class Dispatcher:
                 subscription.secret, delivery.id, timestamp, delivery.payload
             ),
         }
-        response = await client.post(
+        async with client.stream(
+            "POST",
             pinned,
             content=delivery.payload,
             headers=headers,
             extensions={"sni_hostname": host} if url.scheme == "https" else None,
-        )
-        return response.status_code, parse_retry_after(response.headers.get("retry-after"))
+        ) as response:
+            drained = 0  # a short reply is read, so the connection is kept; a long one is cut
+            async for chunk in response.aiter_raw():
+                drained += len(chunk)
+                if drained > MAX_REPLY_BYTES:
+                    break
+            return response.status_code, parse_retry_after(response.headers.get("retry-after"))
