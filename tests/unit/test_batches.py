@@ -20,7 +20,8 @@ from labelloop.messaging.batches import apply_batch, each_valid
 from labelloop.messaging.dlq import FailurePolicy
 from labelloop.messaging.errors import TransientError
 from labelloop.messaging.outbox import OutboxMessage, Transactions
-from schemas.events import TaskCreated, TaskCreatedData
+from labelloop.tasks import Task, task_created_event
+from schemas.events import TaskCreated
 
 POLICY = FailurePolicy(max_attempts=3, retry_pause_s=0)
 
@@ -112,21 +113,7 @@ async def test_the_decoder_keeps_valid_records_and_dead_letters_each_invalid_one
 
 
 def event(task_id: str) -> TaskCreated:
-    return TaskCreated.create(
-        TaskCreatedData(
-            task_id=task_id,
-            name=task_id,
-            labels=["car"],
-            segment_size=10,
-            overlap=0,
-            label_threshold=10,
-            priority=2,
-            created_by="test",
-        ),
-        source="/tests",
-        key=(task_id,),
-        taskid=task_id,
-    )
+    return task_created_event(Task(id=task_id, name=task_id, labels=["car"], created_by="test"))
 
 
 def test_a_unit_of_work_for_a_batch_marks_each_message_and_skips_those_done(

@@ -16,30 +16,15 @@ from labelloop.client import LabelloopClient
 from labelloop.config import Settings
 from labelloop.db import create_tables, get_engine
 from labelloop.serve import build_app
-from labelloop.tasks import Task
+from labelloop.tasks import Task, task_created_event
 from labelloop.timeline import append_events
-from schemas.events import (
-    TaskCreated,
-    TaskCreatedData,
-    WebhookSubscriptionCreated,
-    WebhookSubscriptionCreatedData,
-)
+from schemas.events import TaskCreated, WebhookSubscriptionCreated, WebhookSubscriptionCreatedData
 
 TASK = "t-sse"
 
 
 def created() -> TaskCreated:
-    data = TaskCreatedData(
-        task_id=TASK,
-        name="t",
-        labels=["car"],
-        segment_size=10,
-        overlap=0,
-        label_threshold=10,
-        priority=2,
-        created_by="admin",
-    )
-    return TaskCreated.create(data, source="/test", key=(TASK,), taskid=TASK)
+    return task_created_event(Task(id=TASK, name="t", labels=["car"], created_by="admin"))
 
 
 def later() -> WebhookSubscriptionCreated:

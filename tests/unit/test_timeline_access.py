@@ -13,14 +13,9 @@ from labelloop.auth import Role, issue_token
 from labelloop.config import Settings
 from labelloop.db import create_tables, get_engine
 from labelloop.serve import build_app
-from labelloop.tasks import Task
+from labelloop.tasks import Task, task_created_event
 from labelloop.timeline import append_events
-from schemas.events import (
-    TaskCreated,
-    TaskCreatedData,
-    WebhookSubscriptionCreated,
-    WebhookSubscriptionCreatedData,
-)
+from schemas.events import WebhookSubscriptionCreated, WebhookSubscriptionCreatedData
 
 TASK = "t-timeline"
 HOOK = "https://hooks.example.com/labelloop?token=s3cr3t"
@@ -38,23 +33,10 @@ def test_webhook_urls_reach_admins_only(tmp_path: Path) -> None:
         key=("sub_1",),
         taskid=TASK,
     )
-    created = TaskCreated.create(
-        TaskCreatedData(
-            task_id=TASK,
-            name="t",
-            labels=["car"],
-            segment_size=10,
-            overlap=0,
-            label_threshold=10,
-            priority=2,
-            created_by="admin",
-        ),
-        source="/test",
-        key=(TASK,),
-        taskid=TASK,
-    )
+    task = Task(id=TASK, name="t", labels=["car"], created_by="admin")
+    created = task_created_event(task)
     with Session(engine) as session:
-        session.add(Task(id=TASK, name="t", labels=["car"], created_by="admin"))
+        session.add(task)
         append_events(session, [subscribed, created])
         session.commit()
         tokens = {
