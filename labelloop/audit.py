@@ -3,7 +3,9 @@
 The document answers an auditor's questions from the projections alone: who created the task,
 which frames were processed or refused and why, who labeled which frame, which model version
 pre-annotated which frame (and on which backend), every model version with its metrics, every
-webhook delivery with its attempts, and the task's events in arrival order with the
+webhook delivery with its attempts, every event recorded but never published because the
+broker refused it for good (``unpublished``, with the error), and the task's events in arrival
+order with the
 correlation and causation ids that link each effect to its cause. It reads the live database,
 or with ``--db`` any other one, such as a replay's.
 """
@@ -16,6 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from labelloop.messaging.outbox import set_aside_events
 from labelloop.tasks import Task, TaskPublic
 from labelloop.timeline import task_events
 
@@ -33,8 +36,8 @@ def _rows(session: Session, model: Any, *where: Any, order: Any = None) -> list[
 
 def task_audit(engine: Engine, task_id: str) -> dict[str, Any]:
     """``{"task", "jobs", "frames", "annotations", "preannotations", "models",
-    "webhook_deliveries", "events"}`` for one task (the shape in ``CONTRACTS.md``, plus the
-    pre-annotations and deliveries)."""
+    "webhook_deliveries", "unpublished", "events"}`` for one task (the shape in
+    ``CONTRACTS.md``, plus the pre-annotations, deliveries and unpublished events)."""
     from ingest.models import Frame, FramePublic
     from jobgen.models import Job, JobPublic
     from labeler_assist.models import Annotation, Preannotation
@@ -92,6 +95,7 @@ def task_audit(engine: Engine, task_id: str) -> dict[str, Any]:
                 )
             ],
             "webhook_deliveries": deliveries,
+            "unpublished": set_aside_events(engine, task_id),
             "events": [
                 {
                     "seq": record.seq,

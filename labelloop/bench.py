@@ -17,6 +17,7 @@ from rich.console import Console
 
 from labelloop.bench_consumers import bench_consumers
 from labelloop.bench_replay import bench_replay
+from labelloop.bench_scale import bench_scale
 from labelloop.bench_serving import bench_preannotate_640, bench_preannotate_batch, bench_retrain
 from labelloop.config import Settings
 
@@ -74,7 +75,9 @@ def bench_outbox(settings: Settings, console: Console) -> dict[str, Any]:
 
             def event(index: int) -> TaskDataReady:
                 return TaskDataReady.create(
-                    TaskDataReadyData(task_id=f"t{index % 50}", frames=[]),
+                    TaskDataReadyData(
+                        task_id=f"t{index % 50}", frame_count=0, rejected_count=0, parts=0
+                    ),
                     source="/bench",
                     key=(index,),
                     taskid=f"t{index % 50}",
@@ -420,6 +423,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "preannotate_batch": bench_preannotate_batch,
     "consumers": bench_consumers,
     "replay": bench_replay,
+    "scale": bench_scale,
 }
 
 

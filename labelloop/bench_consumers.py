@@ -26,6 +26,7 @@ from rich.console import Console
 
 from labelloop.config import Settings
 from labelloop.messaging.lag import consumer_lag
+from labelloop.messaging.security import kafka_client_options, kafka_security_options
 from labelloop.messaging.topics import create_topics, topic_names
 from labelloop.runtime import load_service
 from labelloop.stack.base import free_port
@@ -135,7 +136,7 @@ async def _drive(
 ) -> float:
     """Send the burst once the service is ready; events/s until its lag is back to zero."""
     await _wait_ready(ready_url, process)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer = AIOKafkaProducer(**kafka_client_options(settings))
     await producer.start()
     try:
         start = time.perf_counter()
@@ -145,7 +146,12 @@ async def _drive(
     finally:
         await producer.stop()
     while True:
-        lag = await consumer_lag(settings.kafka_bootstrap_servers, group, [topic])
+        lag = await consumer_lag(
+            settings.kafka_bootstrap_servers,
+            group,
+            [topic],
+            security=kafka_security_options(settings),
+        )
         if lag.get(topic) == 0:
             return len(events) / (time.perf_counter() - start)
         if process.poll() is not None:

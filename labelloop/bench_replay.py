@@ -18,6 +18,7 @@ from rich.console import Console
 
 from labelloop.bench_consumers import frame_processed_event, labels_submitted_event
 from labelloop.config import Settings
+from labelloop.messaging.security import kafka_client_options
 from labelloop.messaging.topics import create_topics, topic_names
 from labelloop.replay import replay
 from schemas.envelope import CloudEvent
@@ -87,7 +88,7 @@ def _history(task_id: str) -> Iterator[CloudEvent[Any]]:
 
 async def _produce(settings: Settings) -> int:
     await create_topics(settings, topic_names(settings))
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
+    producer = AIOKafkaProducer(**kafka_client_options(settings), linger_ms=5)
     await producer.start()
     sent = 0
     try:

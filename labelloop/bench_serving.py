@@ -78,7 +78,13 @@ def newest_published_model(settings: Settings, workdir: Path) -> PublishedModel:
         newest.task_id,
         newest.version,
         store.get_bytes(onnx_key(newest.task_id, newest.version)),
-        fetch_weights(store, newest.task_id, newest.version, workdir / "model.pt"),
+        fetch_weights(
+            store,
+            newest.task_id,
+            newest.version,
+            workdir / "model.pt",
+            sha256=newest.weights_sha256,
+        ),
     )
 
 

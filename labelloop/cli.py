@@ -324,6 +324,11 @@ def audit_task(
         f"{len(document['annotations'])} labeled, {len(document['models'])} model versions, "
         f"{len(document['webhook_deliveries'])} webhook deliveries"
     )
+    for event in document["unpublished"]:
+        console.print(
+            f"[red]never published[/red] {event['type']} {event['event_id']} "
+            f"({event['bytes']:,} bytes): {event['error']}"
+        )
     table = Table("seq", "time", "type", "subject", "caused by", title="timeline")
     for event in document["events"]:
         table.add_row(

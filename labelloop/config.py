@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import Topic
@@ -70,6 +70,23 @@ class Settings(BaseSettings):
     kafka_replication_factor: Annotated[int, Field(ge=1)] = 1
     """Copies of each topic ``labelloop topics`` creates (1 locally; 3 on a usual cluster)."""
     kafka_heap: str = "512m"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """How every Kafka client reaches the brokers (the local stack: PLAINTEXT on loopback). A
+    cluster needs the clients to prove who they are (SASL, or SSL with a client certificate):
+    anyone who can write to the topics can forge events the webhooks service signs."""
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: str = ""
+    """PEM file of the CAs the brokers' certificates are checked against; the system's CAs when
+    empty. Host names are always checked."""
+    kafka_ssl_certfile: str = ""
+    """Client certificate (PEM) for SSL client authentication (mutual TLS); with its keyfile."""
+    kafka_ssl_keyfile: str = ""
+    kafka_allow_unauthenticated: bool = False
+    """Outside local use the settings refuse Kafka clients that authenticate nothing (PLAINTEXT,
+    or SSL without a client certificate); this says the operator restricts the listener some
+    other way (NetworkPolicies on the broker's side) and accepts the risk."""
 
     # --- S3 / MinIO -----------------------------------------------------------------------------
     s3_host: str = "127.0.0.1"
@@ -179,6 +196,10 @@ class Settings(BaseSettings):
     """A batch consumer's wait on an empty poll: the most a record arriving while idle waits."""
     outbox_poll_s: Annotated[float, Field(gt=0)] = 0.5
     """How often the outbox relay looks for events left by a crashed process."""
+    event_max_bytes: Annotated[int, Field(ge=16_384, le=100 * 1024 * 1024)] = 1_000_000
+    """Largest event body recorded; a bigger one is refused where it is made (413 for a
+    request). Keep it under the broker's ``max.message.bytes`` (Kafka's default 1,048,588) less
+    the key and headers (the producer's ``max_request_size`` is 1 MiB)."""
     lag_interval_s: Annotated[float, Field(gt=0)] = 15.0
     """How often each process refreshes ``labelloop_consumer_lag`` for its consumer groups."""
 
@@ -224,7 +245,58 @@ class Settings(BaseSettings):
                     f"LABELLOOP_ADMIN_TOKEN has {len(self.admin_token)} characters; outside local "
                     f"use it needs at least {MIN_ADMIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
                 )
+        self._check_kafka_security()
         return self
+
+    def _check_kafka_security(self) -> None:
+        """Refuse Kafka security settings that are half given, or that send or accept nothing
+        secret in a cluster: a client would otherwise connect with less than was meant."""
+        protocol = self.kafka_security_protocol
+        sasl = protocol.startswith("SASL_")
+        tls = protocol.endswith("SSL")
+        password = self.kafka_sasl_password.get_secret_value()
+        if sasl and not (self.kafka_sasl_username and password):
+            raise ValueError(
+                f"LABELLOOP_KAFKA_SECURITY_PROTOCOL={protocol} needs LABELLOOP_KAFKA_SASL_USERNAME "
+                "and LABELLOOP_KAFKA_SASL_PASSWORD"
+            )
+        if not sasl and (self.kafka_sasl_username or password):
+            raise ValueError(
+                "LABELLOOP_KAFKA_SASL_USERNAME/PASSWORD are given but "
+                f"LABELLOOP_KAFKA_SECURITY_PROTOCOL={protocol} sends no SASL credentials: "
+                "use SASL_SSL"
+            )
+        files = {
+            "LABELLOOP_KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "LABELLOOP_KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "LABELLOOP_KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        given = [name for name, value in files.items() if value]
+        if given and not tls:
+            raise ValueError(
+                f"{', '.join(given)} given but LABELLOOP_KAFKA_SECURITY_PROTOCOL={protocol} "
+                "uses no TLS: use SSL or SASL_SSL"
+            )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError(
+                "LABELLOOP_KAFKA_SSL_CERTFILE and LABELLOOP_KAFKA_SSL_KEYFILE go together"
+            )
+        if self.environment == "local":
+            return
+        if sasl and not tls and self.kafka_sasl_mechanism == "PLAIN":
+            raise ValueError(
+                "SASL PLAIN over SASL_PLAINTEXT sends the Kafka password in clear: use SASL_SSL "
+                "(or a SCRAM mechanism)"
+            )
+        authenticated = sasl or bool(self.kafka_ssl_certfile)
+        if not authenticated and not self.kafka_allow_unauthenticated:
+            raise ValueError(
+                f"LABELLOOP_KAFKA_SECURITY_PROTOCOL={protocol} authenticates no client, so "
+                "anyone who reaches the brokers can forge labelloop's events: use SASL_SSL "
+                "(or SSL with a client certificate), or set "
+                "LABELLOOP_KAFKA_ALLOW_UNAUTHENTICATED=true where the broker is restricted "
+                "otherwise"
+            )
 
     def topic(self, name: str) -> str:
         """The broker-side name of a logical topic (``storage.objects`` → prefixed name)."""
@@ -239,6 +311,7 @@ class Settings(BaseSettings):
     def as_env(self) -> dict[str, str]:
         """These settings as ``LABELLOOP_*`` variables, for a child process to rebuild them."""
         values = self.model_dump(mode="json")
+        values["kafka_sasl_password"] = self.kafka_sasl_password.get_secret_value()
         return {
             f"LABELLOOP_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
             for name, value in values.items()

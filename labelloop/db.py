@@ -9,12 +9,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, SQLModel, col, create_engine, select
 
 T = TypeVar("T")
 
@@ -107,6 +107,32 @@ def in_chunks(values: Iterable[T], size: int = MAX_IN_LIST) -> Iterator[list[T]]
             chunk = []
     if chunk:
         yield chunk
+
+
+ModelT = TypeVar("ModelT", bound=SQLModel)
+
+
+def rows_in(
+    session: Session, model: type[ModelT], column: Any, keys: Iterable[object], *where: Any
+) -> list[ModelT]:
+    """The rows of ``model`` whose ``column`` is one of ``keys`` (and ``where``), one query per
+    :data:`MAX_IN_LIST` keys: a batch's lookup, however big the batch."""
+    return [
+        row
+        for chunk in in_chunks(keys)
+        for row in session.exec(select(model).where(*where, col(column).in_(chunk)))
+    ]
+
+
+def insert_rows(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
+    """Insert rows known to be new in multi-row statements, without ORM objects (what a batch
+    of thousands costs in object bookkeeping). Each row names every column without a database
+    default; pending ORM changes are flushed first, so statement order is kept."""
+    if not rows:
+        return
+    session.flush()
+    # executemany: SQLAlchemy pages it into multi-row INSERTs within the driver's limits
+    session.execute(insert(model.__table__), rows)  # type: ignore[attr-defined]
 
 
 @contextmanager

@@ -49,6 +49,11 @@ INFERENCE_LATENCY = Histogram(
     ["backend"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+OUTBOX_SET_ASIDE = Counter(
+    "labelloop_outbox_set_aside_total",
+    "Recorded events the broker refused for good (too large, corrupt): set aside, not sent.",
+    ["topic"],
+)
 DEAD_LETTERS = Counter("labelloop_dead_letters_total", "Messages sent to a DLQ.", ["topic"])
 CONSUMER_LAG = Gauge(
     "labelloop_consumer_lag",

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer
 from PIL import Image, ImageDraw
 
 from labelloop.config import Settings
+from labelloop.messaging.security import kafka_client_options
 from labelloop.storage import ObjectStore
 from schemas.s3 import S3EventNotification
 from schemas.topics import Topic
@@ -24,7 +25,7 @@ async def storage_round_trips(
     prefix = f"tasks/probe-{uuid.uuid4().hex[:8]}/data/"
     consumer = AIOKafkaConsumer(
         settings.topic(Topic.STORAGE_OBJECTS),
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_options(settings),
         group_id=None,
         auto_offset_reset="latest",
         enable_auto_commit=False,

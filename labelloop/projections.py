@@ -12,8 +12,8 @@ topic, the order Kafka keeps, so a replay may read topics in any order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlmodel import Session
@@ -22,11 +22,16 @@ from schemas.envelope import CloudEvent
 
 Projector = Callable[[Session, Any], object]
 """Applies one event to the session (adds, updates or deletes rows; never commits)."""
+BatchProjector = Callable[[Session, Sequence[Any]], object]
+"""Applies consecutive events of one type, exactly as the single projector would one after the
+other, with one lookup per table instead of one per event (a replay's bulk path)."""
 
 
 @dataclass(frozen=True)
 class Projection:
-    """What one service projects: its tables, and the function applying each event type."""
+    """What one service projects: its tables, the function applying each event type, and for
+    the busiest types a batch function doing the same for a run of them."""
 
     tables: tuple[str, ...]
     appliers: Mapping[type[CloudEvent[Any]], Projector]
+    batch_appliers: Mapping[type[CloudEvent[Any]], BatchProjector] = field(default_factory=dict)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import groupby
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -30,8 +31,9 @@ from sqlmodel import Session
 
 from labelloop.config import Settings
 from labelloop.db import get_engine
-from labelloop.projections import Projection, Projector
-from labelloop.timeline import append_event
+from labelloop.messaging.security import kafka_client_options
+from labelloop.projections import BatchProjector, Projection, Projector
+from labelloop.timeline import append_event, append_new_events
 from schemas.envelope import CloudEvent
 from schemas.events import PROJECT_TOPICS, event_union
 from schemas.topics import Topic
@@ -88,9 +90,26 @@ class EventApplier:
 
     def __init__(self, projection_list: Iterable[Projection]) -> None:
         self._appliers: dict[type[CloudEvent[Any]], list[Projector]] = {}
+        self._batches: list[dict[type[CloudEvent[Any]], BatchProjector]] = []
         for projection in projection_list:
+            batches: dict[type[CloudEvent[Any]], BatchProjector] = {}
             for event_class, applier in projection.appliers.items():
                 self._appliers.setdefault(event_class, []).append(applier)
+                batches[event_class] = projection.batch_appliers.get(
+                    event_class, _one_by_one(applier)
+                )
+            self._batches.append(batches)
+
+    def apply_batch(self, session: Session, events: Sequence[CloudEvent[Any]]) -> set[str]:
+        """Apply the events not logged before: one log insert, then for each projection the
+        events it takes, in order, each run of consecutive events sharing a batch function in
+        one call. Returns the ids that were new."""
+        new = append_new_events(session, events)
+        for batches in self._batches:
+            mine = [event for event in new if type(event) in batches]
+            for batch, run in groupby(mine, key=lambda event: batches[type(event)]):
+                batch(session, list(run))
+        return {event.id for event in new}
 
     def apply(self, session: Session, event: CloudEvent[Any]) -> bool:
         """False when the event was applied before (it is in the event log)."""
@@ -104,6 +123,14 @@ class EventApplier:
         """Apply a Kafka record's event: None when it carries none labelloop knows."""
         event = parse_event(value)
         return None if event is None else self.apply(session, event)
+
+
+def _one_by_one(applier: Projector) -> BatchProjector:
+    def apply_each(session: Session, events: Sequence[Any]) -> None:
+        for event in events:
+            applier(session, event)
+
+    return apply_each
 
 
 @dataclass
@@ -156,7 +183,7 @@ def _millis(moment: datetime | None) -> int | None:
 
 async def _partitions(settings: Settings, topics: Sequence[Topic]) -> list[TopicPartition]:
     """The partitions of ``topics`` that exist (described, never auto-created by asking)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
         described = {entry["topic"]: entry for entry in await admin.describe_topics()}
@@ -209,7 +236,7 @@ async def replay(
     stats = ReplayStats()
     started = time.perf_counter()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_options(settings),
         group_id=None,
         enable_auto_commit=False,
         client_id="labelloop-replay",
@@ -230,15 +257,21 @@ async def replay(
         while pending:
             consumer.pause(*(set(partitions) - pending))
             batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=BATCH)
-            with Session(engine) as session:
-                for tp, records in batch.items():
-                    for record in records:
-                        past_until = until_ms is not None and record.timestamp > until_ms
-                        if record.offset >= end[tp] or past_until:
-                            pending.discard(tp)
-                            break
-                        stats.count(tp.topic, applier.apply_record(session, record.value))
+            read: list[tuple[str, CloudEvent[Any] | None]] = []
+            for tp, records in batch.items():
+                for record in records:
+                    past_until = until_ms is not None and record.timestamp > until_ms
+                    if record.offset >= end[tp] or past_until:
+                        pending.discard(tp)
+                        break
+                    read.append((tp.topic, parse_event(record.value)))
+            with Session(engine) as session:  # the batch in one transaction, in bulk
+                new = applier.apply_batch(session, [e for _, e in read if e is not None])
                 session.commit()
+            for topic, event in read:
+                stats.count(topic, None if event is None else event.id in new)
+                if event is not None:
+                    new.discard(event.id)  # a second copy in the same batch is a duplicate
             for tp in list(pending):
                 if await consumer.position(tp) >= end[tp]:
                     pending.discard(tp)

@@ -45,7 +45,9 @@ def create_runtime(settings: Settings, *, client_id: str) -> Runtime:
     engine = get_engine(settings.database_url)
     broker = create_broker(settings, client_id=client_id)
     relay = OutboxRelay(engine, kafka_publisher(broker), poll_s=settings.outbox_poll_s)
-    transactions = Transactions(engine, settings.topic, on_commit=relay.wake)
+    transactions = Transactions(
+        engine, settings.topic, on_commit=relay.wake, max_event_bytes=settings.event_max_bytes
+    )
     runtime = Runtime(settings, engine, broker, relay, transactions)
     runtime.background.append(relay.run)
     return runtime

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from labelloop.api.app import create_api
 from labelloop.config import Settings
 from labelloop.messaging.lag import watch_lag
+from labelloop.messaging.security import kafka_security_options
 from labelloop.runtime import SERVICE_MODULES, create_runtime, load_service
 from labelloop.stack.base import Progress
 from labelloop.stack.process import Daemon
@@ -35,7 +36,12 @@ def build_app(settings: Settings, names: list[str]) -> FastAPI:
         if service.TOPICS
     }
     runtime.background.append(
-        lambda: watch_lag(settings.kafka_bootstrap_servers, groups, settings.lag_interval_s)
+        lambda: watch_lag(
+            settings.kafka_bootstrap_servers,
+            groups,
+            settings.lag_interval_s,
+            security=kafka_security_options(settings),
+        )
     )
     routed = services
     if "api" in selected:

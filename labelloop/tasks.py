@@ -15,7 +15,7 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, Session, SQLModel
 
 from labelloop.projections import Projection
-from schemas.events import TaskCreated, TaskCreatedData
+from schemas.events import MAX_FRAMES_PER_EVENT, TaskCreated, TaskCreatedData
 from schemas.topics import Topic
 
 PrintableText = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$")]
@@ -27,7 +27,12 @@ class TaskBase(SQLModel):
     name: str = Field(min_length=1, max_length=200)
     labels: list[str] = Field(sa_column=Column(JSON, nullable=False))
     segment_size: int = Field(
-        default=0, ge=0, le=100_000, description="Frames per job; 0 puts every frame in one job."
+        default=0,
+        ge=0,
+        le=MAX_FRAMES_PER_EVENT,
+        description=f"Frames per job; 0 puts every frame in one job. A job holds at most "
+        f"{MAX_FRAMES_PER_EVENT} frames (one event lists them): 0 on a bigger task gives jobs "
+        f"of {MAX_FRAMES_PER_EVENT}.",
     )
     overlap: int = Field(
         default=0, ge=0, description="Frames consecutive jobs share, at most segment_size // 2."

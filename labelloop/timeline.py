@@ -42,6 +42,11 @@ def append_event(session: Session, event: CloudEvent[Any]) -> bool:
 
 def append_events(session: Session, events: Sequence[CloudEvent[Any]]) -> int:
     """Add the events whose ids are not logged, in order, with one lookup; the caller commits."""
+    return len(append_new_events(session, events))
+
+
+def append_new_events(session: Session, events: Sequence[CloudEvent[Any]]) -> list[CloudEvent[Any]]:
+    """:func:`append_events`, returning the events that were new (in order)."""
     known = set(
         session.exec(
             select(EventRecord.event_id).where(
@@ -49,11 +54,13 @@ def append_events(session: Session, events: Sequence[CloudEvent[Any]]) -> int:
             )
         )
     )
+    new: list[CloudEvent[Any]] = []
     rows = []
     for event in events:
         if event.id in known:
             continue
         known.add(event.id)
+        new.append(event)
         rows.append(
             {
                 "event_id": event.id,
@@ -69,7 +76,7 @@ def append_events(session: Session, events: Sequence[CloudEvent[Any]]) -> int:
         )
     if rows:  # one multi-row INSERT: seq follows the batch's order
         session.execute(insert(EventRecord.__table__), rows)  # type: ignore[attr-defined]
-    return len(rows)
+    return new
 
 
 def record_event(session: Session, event: CloudEvent[Any]) -> bool:

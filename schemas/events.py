@@ -15,6 +15,12 @@ from schemas.topics import Topic
 
 TaskId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
 FrameName = Annotated[str, Field(min_length=1, max_length=255)]
+MAX_FRAMES_PER_EVENT = 500
+"""Frame names one event lists at most: a job's frames (``job.created``), one part of a task's
+listing (``task.frames-listed``), one submission's labeled frames. 500 names of 255
+characters stay under Kafka's default 1 MB message limit however they are spelled."""
+MAX_BOXES_PER_FRAME = 1000
+"""Boxes one frame's labels hold at most."""
 
 
 class EventData(BaseModel):
@@ -79,10 +85,22 @@ class FrameRejectedData(EventData):
     reason: str = Field(description="Why, in words a person understands.")
 
 
+class TaskFramesListedData(EventData):
+    task_id: TaskId
+    part: int = Field(ge=0, description="0-based; parts follow each other in frame order.")
+    parts: int = Field(ge=1, description="How many parts the listing has.")
+    frames: list[FrameName] = Field(
+        min_length=1,
+        max_length=MAX_FRAMES_PER_EVENT,
+        description="The next processed frames of the task, in natural sort order.",
+    )
+
+
 class TaskDataReadyData(EventData):
     task_id: TaskId
-    frames: list[FrameName] = Field(description="Processed frames, in natural sort order.")
-    rejected: list[FrameName] = Field(default_factory=list)
+    frame_count: int = Field(ge=0, description="Processed frames: what jobs are cut from.")
+    rejected_count: int = Field(ge=0, description="Frames refused (each has its frame.rejected).")
+    parts: int = Field(ge=0, description="``task.frames-listed`` parts just before this event.")
 
 
 RECOVERED_PER_EVENT = 500
@@ -120,8 +138,18 @@ class ObjectsRecovered(CloudEvent[ObjectsRecoveredData]):
     )
 
 
+class TaskFramesListed(CloudEvent[TaskFramesListedData]):
+    """One part of the list of a task's processed frames, emitted with ``task.data-ready`` in
+    one transaction, on the same topic and key, just before it: a consumer has every part
+    when ``task.data-ready`` arrives. The list comes in parts so that no event outgrows the
+    broker at any task size."""
+
+    type: Literal["io.labelloop.task.frames-listed.v1"] = "io.labelloop.task.frames-listed.v1"
+
+
 class TaskDataReady(CloudEvent[TaskDataReadyData]):
-    """Every manifest entry of a task was processed or rejected (emitted once per task)."""
+    """Every manifest entry of a task was processed or rejected (emitted once per task); the
+    processed frames are in the ``task.frames-listed`` parts before it."""
 
     type: Literal["io.labelloop.task.data-ready.v1"] = "io.labelloop.task.data-ready.v1"
 
@@ -134,12 +162,16 @@ class JobCreatedData(EventData):
     task_id: TaskId
     start_frame: int = Field(ge=0)
     stop_frame: int = Field(ge=0, description="Inclusive, like CVAT.")
-    frames: list[FrameName]
+    frames: list[FrameName] = Field(max_length=MAX_FRAMES_PER_EVENT)
 
 
 class TaskJobsReadyData(EventData):
     task_id: TaskId
-    job_ids: list[str]
+    job_count: int = Field(
+        ge=0,
+        description="Jobs of the task, each announced by its job.created before this event; "
+        "their ids are ``<task_id>-j<index>`` (index from 0, at least four digits).",
+    )
 
 
 class JobCreated(CloudEvent[JobCreatedData]):
@@ -160,7 +192,7 @@ class TaskJobsReady(CloudEvent[TaskJobsReadyData]):
 class LabeledBox(EventData):
     """A box in pixels; ``x``/``y`` is the top-left corner."""
 
-    label: str
+    label: str = Field(min_length=1, max_length=64, description="One of the task's labels.")
     x: float = Field(ge=0)
     y: float = Field(ge=0)
     w: float = Field(gt=0)
@@ -169,7 +201,10 @@ class LabeledBox(EventData):
 
 class FrameLabels(EventData):
     frame: FrameName
-    boxes: list[LabeledBox] = Field(description="Empty: the frame was checked and has no object.")
+    boxes: list[LabeledBox] = Field(
+        max_length=MAX_BOXES_PER_FRAME,
+        description="Empty: the frame was checked and has no object.",
+    )
 
 
 class LabelsSubmittedData(EventData):
@@ -262,6 +297,17 @@ class ModelPublishedData(EventData):
     version: int = Field(ge=1)
     metrics: ModelMetrics
     onnx_key: str
+    onnx_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the ONNX file as the registry wrote it; a copy that differs is "
+        "never served. None only in events from before hashes were recorded (never served).",
+    )
+    weights_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of model.pt as written; the next run warm-starts only from a match.",
+    )
 
 
 class ModelRejectedData(EventData):
@@ -287,6 +333,11 @@ class TrainingPreemptedData(EventData):
     epochs_done: int = Field(ge=0, description="Epochs saved in the checkpoint it resumes from.")
     epochs: int = Field(ge=1)
     checkpoint_key: str | None = Field(description="Object key of the checkpoint; None: restart.")
+    checkpoint_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the checkpoint as written; resumed from only if it matches.",
+    )
     preempted_by: str = Field(description="The run of higher priority that takes its place.")
 
 
@@ -354,7 +405,13 @@ class WebhookSubscriptionDeleted(CloudEvent[WebhookSubscriptionDeletedData]):
 
 EVENTS_BY_TOPIC: dict[Topic, tuple[type[CloudEvent[EventData]], ...]] = {
     Topic.TASKS_EVENTS: (TaskCreated,),  # type: ignore[dict-item]
-    Topic.INGEST_EVENTS: (FrameProcessed, FrameRejected, TaskDataReady, ObjectsRecovered),  # type: ignore[dict-item]
+    Topic.INGEST_EVENTS: (  # type: ignore[dict-item]
+        FrameProcessed,
+        FrameRejected,
+        TaskFramesListed,
+        TaskDataReady,
+        ObjectsRecovered,
+    ),
     Topic.JOBGEN_EVENTS: (JobCreated, TaskJobsReady),  # type: ignore[dict-item]
     Topic.LABELS_EVENTS: (LabelsSubmitted, LabelsThresholdReached, PreannotationReady),  # type: ignore[dict-item]
     Topic.TRAINER_EVENTS: (  # type: ignore[dict-item]

@@ -22,8 +22,11 @@ GENERATED_DIR = Path(__file__).parent / "generated"
 _TOPIC_DESCRIPTIONS = {
     Topic.STORAGE_OBJECTS: "S3 event records published by MinIO (notify_kafka) for `tasks/`.",
     Topic.TASKS_EVENTS: "Task lifecycle, produced by the API.",
-    Topic.INGEST_EVENTS: "Frames processed or rejected by ingest; `task.data-ready` once per task.",
-    Topic.JOBGEN_EVENTS: "Annotation jobs cut from a task; `task.jobs-ready` lists them all.",
+    Topic.INGEST_EVENTS: (
+        "Frames processed or rejected by ingest; once per task, the `task.frames-listed` parts "
+        "and then `task.data-ready`."
+    ),
+    Topic.JOBGEN_EVENTS: "Annotation jobs cut from a task, then `task.jobs-ready`.",
     Topic.LABELS_EVENTS: "Human labels, label-threshold crossings and pre-annotations.",
     Topic.TRAINER_EVENTS: "Training runs and the model versions they publish or reject.",
     Topic.WEBHOOKS_EVENTS: "Webhook subscriptions created and deleted, produced by the API.",

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from labelloop import __version__
 from labelloop.api.limits import GuardBodies
 from labelloop.api.tasks import StreamSlots
+from labelloop.messaging.errors import EventTooLarge
 from labelloop.messaging.topics import cluster_reachable_async
 from labelloop.runtime import Runtime, Service, prepare_database
 
@@ -58,6 +59,14 @@ def create_api(
         runtime.settings.sse_max_streams, runtime.settings.sse_max_streams_per_token
     )
     app.add_middleware(GuardBodies, runtime=runtime)
+
+    @app.exception_handler(EventTooLarge)
+    async def event_too_large(request: Request, error: EventTooLarge) -> JSONResponse:
+        """What a request would announce exceeds one event: refused before anything is stored."""
+        return JSONResponse(
+            {"detail": f"{error}; send less in one request"},
+            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+        )
 
     @app.middleware("http")
     async def refuse_control_characters(request: Request, call_next: Any) -> Any:
@@ -109,9 +118,8 @@ class Readiness:
         async with self._lock:  # concurrent callers share one run
             if time.monotonic() - self._at >= READY_CACHE_S:
                 self.runs += 1
-                servers = self.runtime.settings.kafka_bootstrap_servers
                 self._checks = {
-                    "kafka": await cluster_reachable_async(servers),
+                    "kafka": await cluster_reachable_async(self.runtime.settings),
                     "database": await asyncio.to_thread(_database_reachable, self.runtime),
                 }
                 self._at = time.monotonic()

@@ -1,5 +1,6 @@
 """The Kafka broker every service uses, configured once.
 
+* authenticated and encrypted as the settings say (:mod:`labelloop.messaging.security`);
 * idempotent producer (``enable_idempotence``, acks=all): a retried send is never duplicated;
 * keys are task ids, so one task's events stay in order on one partition;
 * consumers commit offsets only after their handler's effects (FastStream ``NACK_ON_ERROR``:
@@ -23,6 +24,7 @@ from labelloop.config import Settings
 from labelloop.messaging.dlq import DeadLetterMiddleware, FailurePolicy
 from labelloop.messaging.errors import PoisonMessage
 from labelloop.messaging.outbox import Publish
+from labelloop.messaging.security import broker_security
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +41,28 @@ async def decode_json(msg: StreamMessage[Any], original: Any) -> Any:
         raise PoisonMessage(f"message body is not JSON: {error}") from error
 
 
+RECORD_OVERHEAD_BYTES = 64 * 1024
+"""Room for a record's key, headers and framing above its body."""
+
+
+def max_record_bytes(settings: Settings) -> int:
+    """The producer's ``max_request_size``, which labelloop's topics' ``max.message.bytes``
+    exceeds: a record too large is refused by the producer, on its own, before it is sent.
+    (A refusal by the broker would fail the whole batch and, with an idempotent producer,
+    leave its sequence numbers out of step.)"""
+    return settings.event_max_bytes + RECORD_OVERHEAD_BYTES
+
+
 def create_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
     """A broker with labelloop's producer, decoding and failure policy."""
     policy = failure_policy(settings)
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=client_id,
+        security=broker_security(settings),
         enable_idempotence=True,
         acks="all",
+        max_request_size=max_record_bytes(settings),
         decoder=decode_json,
         middlewares=[partial(DeadLetterMiddleware, policy=policy)],
         graceful_timeout=15.0,

@@ -17,6 +17,15 @@ class PoisonMessage(Exception):
     """The message itself can never be handled: dead-letter it at once."""
 
 
+class EventTooLarge(ValueError):
+    """An event's body exceeds ``event_max_bytes``: the broker would refuse it forever, so it
+    is refused where it is made (a request answers 413; a message goes to the DLQ)."""
+
+    def __init__(self, event_type: str, size: int, limit: int) -> None:
+        super().__init__(f"{event_type} would be {size:,} bytes; events are at most {limit:,}")
+        self.event_type, self.size, self.limit = event_type, size, limit
+
+
 TRANSIENT_SQLSTATES = frozenset(
     {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300", "53400"}
 )
@@ -68,5 +77,6 @@ def is_transient(error: BaseException) -> bool:
 def is_poison(error: BaseException) -> bool:
     """Errors no retry can fix: undecodable bytes, or a body that fails its schema."""
     return isinstance(
-        error, PoisonMessage | ValidationError | json.JSONDecodeError | UnicodeDecodeError
+        error,
+        PoisonMessage | EventTooLarge | ValidationError | json.JSONDecodeError | UnicodeDecodeError,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -20,24 +20,30 @@ from labelloop.metrics import CONSUMER_LAG
 log = logging.getLogger(__name__)
 
 
-async def consumer_lag(bootstrap_servers: str, group: str, topics: Iterable[str]) -> dict[str, int]:
+async def consumer_lag(
+    bootstrap_servers: str,
+    group: str,
+    topics: Iterable[str],
+    *,
+    security: Mapping[str, Any] | None = None,
+) -> dict[str, int]:
     """Messages not yet committed by ``group``, per topic (partitions summed).
 
     A partition the group never committed counts from its beginning, as a new consumer
-    with ``auto_offset_reset=earliest`` would read it.
+    with ``auto_offset_reset=earliest`` would read it. ``security`` is
+    :func:`~labelloop.messaging.security.kafka_security_options` of the settings.
     """
-    async with _LagReader(bootstrap_servers) as reader:
+    async with _LagReader(bootstrap_servers, security) as reader:
         return await reader.lag(group, topics)
 
 
 class _LagReader:
     """One admin client and one consumer (for offsets), kept open across refreshes."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers, enable_auto_commit=False
-        )
+    def __init__(self, bootstrap_servers: str, security: Mapping[str, Any] | None) -> None:
+        options = {"bootstrap_servers": bootstrap_servers, **(security or {})}
+        self.admin = AIOKafkaAdminClient(**options)
+        self.consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
 
     async def __aenter__(self) -> _LagReader:
         await self.admin.start()
@@ -87,13 +93,17 @@ async def _committed_offsets(
 
 
 async def watch_lag(
-    bootstrap_servers: str, groups: dict[str, list[str]], interval_s: float = 15.0
+    bootstrap_servers: str,
+    groups: dict[str, list[str]],
+    interval_s: float = 15.0,
+    *,
+    security: Mapping[str, Any] | None = None,
 ) -> None:
     """Refresh the lag gauge of each group's topics every ``interval_s`` (a background loop);
     its clients stay open between refreshes and are rebuilt after a broker outage."""
     while True:
         try:
-            async with _LagReader(bootstrap_servers) as reader:
+            async with _LagReader(bootstrap_servers, security) as reader:
                 while True:
                     for group, topics in groups.items():
                         for topic, lag in (await reader.lag(group, topics)).items():

@@ -9,6 +9,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from labelloop.config import Settings
+from labelloop.messaging.broker import max_record_bytes
+from labelloop.messaging.security import kafka_client_options
 from schemas.topics import Topic, dlq_topic
 
 AUDIT_RETENTION_MS = -1
@@ -28,7 +30,7 @@ async def ensure_topics_async(settings: Settings) -> list[str]:
 
 async def create_topics(settings: Settings, names: list[str]) -> list[str]:
     """Create the missing ones of ``names`` (``kafka_partitions`` each, infinite retention)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -40,7 +42,11 @@ async def create_topics(settings: Settings, names: list[str]) -> list[str]:
                 name=name,
                 num_partitions=settings.kafka_partitions,
                 replication_factor=settings.kafka_replication_factor,
-                topic_configs={"retention.ms": str(AUDIT_RETENTION_MS)},
+                topic_configs={
+                    "retention.ms": str(AUDIT_RETENTION_MS),
+                    # above the producer's limit: the broker never refuses what it is sent
+                    "max.message.bytes": str(max_record_bytes(settings) + 1024),
+                },
             )
             for name in missing
         ]
@@ -55,8 +61,8 @@ def ensure_topics(settings: Settings) -> list[str]:
     return asyncio.run(ensure_topics_async(settings))
 
 
-async def _describe_cluster(bootstrap: str) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+async def _describe_cluster(settings: Settings) -> bool:
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings), request_timeout_ms=3000)
     try:
         await asyncio.wait_for(admin.start(), timeout=5)
         await asyncio.wait_for(admin.describe_cluster(), timeout=5)
@@ -67,10 +73,11 @@ async def _describe_cluster(bootstrap: str) -> bool:
         await admin.close()
 
 
-async def cluster_reachable_async(bootstrap: str) -> bool:
-    """True when the broker answers a metadata request (not merely an open port)."""
-    return await _describe_cluster(bootstrap)
+async def cluster_reachable_async(settings: Settings) -> bool:
+    """True when the broker answers a metadata request (not merely an open port), reached
+    with the settings' credentials: a refused login is not ready."""
+    return await _describe_cluster(settings)
 
 
-def cluster_reachable(bootstrap: str) -> bool:
-    return asyncio.run(_describe_cluster(bootstrap))
+def cluster_reachable(settings: Settings) -> bool:
+    return asyncio.run(_describe_cluster(settings))

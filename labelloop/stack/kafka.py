@@ -161,7 +161,7 @@ class KafkaComponent(Component):
             return False
         from labelloop.messaging.topics import cluster_reachable
 
-        return cluster_reachable(s.kafka_bootstrap_servers)
+        return cluster_reachable(s)
 
     def version(self) -> str | None:
         return self.settings.kafka_version if self.libs_dir.exists() else None

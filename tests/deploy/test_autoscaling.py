@@ -41,6 +41,8 @@ KAFKA_OPTIONAL = {
     "excludePersistentLag",
     "limitToPartitionsWithLag",
     "version",
+    "sasl",
+    "tls",
 }
 
 

@@ -20,6 +20,7 @@ from tests.deploy.conftest import (
 
 CUSTOM_RESOURCES = {
     ("keda.sh/v1alpha1", "ScaledObject"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
 }
 """Kinds that are not Kubernetes' own: checked against their documented fields elsewhere."""

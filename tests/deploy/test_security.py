@@ -21,12 +21,14 @@ from tests.deploy.conftest import (
 SECRET_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|_KEY$|_KEY_ID$)")
 USERINFO_BY_REFERENCE = re.compile(r"://[^:/@]+:\$\(LABELLOOP_DATABASE_PASSWORD\)@")
 SENTINELS = {
+    "secrets.kafkaPassword": "sentinel-kafka-password-3b6e",
     "secrets.adminToken": "sentinel-admin-token-8f3a",
     "secrets.s3AccessKey": "sentinel-access-key-51c2",
     "secrets.s3SecretKey": "sentinel-secret-key-a9d0",
     "secrets.databasePassword": "sentinel-db-password-77e4",
 }
 NO_EXISTING_SECRETS = {
+    "kafka.sasl.existingSecret": "",
     "s3.existingSecret": "",
     "database.existingSecret": "",
     "auth.existingSecret": "",
@@ -110,10 +112,11 @@ def test_existing_secrets_are_referenced_never_copied(
     manifests = rendered["default"]
     assert not of_kind(manifests, "Secret"), "with existingSecret names the chart makes none"
     checked = _assert_credentials_by_reference(
-        manifests, {"labelloop-s3", "labelloop-postgresql", "labelloop-auth"}
+        manifests, {"labelloop-s3", "labelloop-postgresql", "labelloop-auth", "labelloop"}
     )
-    # 6 services and the topics Job x 4 credentials, Triton's 2, the migration's database password
-    assert checked == 7 * 4 + 2 + 1
+    # 6 services and the topics Job x 5 credentials (S3 x 2, admin token, database and Kafka
+    # passwords), Triton's 2, the migration's database password
+    assert checked == 7 * 5 + 2 + 1
     api = of_kind(manifests, "Deployment")[name_of("api")]["spec"]["template"]["spec"]
     env = _env_by_name(api["containers"][0])
     assert env["LABELLOOP_DATABASE_URL"]["value"] == (
@@ -151,7 +154,7 @@ def test_chart_made_secret_keeps_values_out_of_everything_else(helm: Helm) -> No
     assert secret["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     decoded = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
     assert set(decoded.values()) == set(SENTINELS.values())
-    assert _assert_credentials_by_reference(manifests, {name_of("secrets")}) == 7 * 4 + 2 + 1
+    assert _assert_credentials_by_reference(manifests, {name_of("secrets")}) == 7 * 5 + 2 + 1
     (config,) = of_kind(manifests, "ConfigMap").values()
     assert not set(config["data"].values()) & set(SENTINELS.values())
 
@@ -171,6 +174,7 @@ def test_values_carry_no_default_secret() -> None:
         "s3AccessKey": "",
         "s3SecretKey": "",
         "databasePassword": "",
+        "kafkaPassword": "",
     }
     for profile in PROFILES.values():
         assert "secrets" not in yaml.safe_load(profile.read_text())

@@ -9,6 +9,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlmodel import Session, select
 
+from ingest.handlers import data_ready_events
 from jobgen.models import Job
 from labelloop.config import Settings
 from labelloop.db import create_tables, get_engine
@@ -17,7 +18,6 @@ from labelloop.messaging.outbox import OutboxMessage
 from labelloop.messaging.topics import create_topics, topic_names
 from labelloop.stack.manager import Stack
 from labelloop.tasks import Task
-from schemas.events import TaskDataReady, TaskDataReadyData
 from schemas.topics import Topic
 from tests.integration.harness import free_port, service_process, wait_http_ready
 from tests.integration.kafka_helpers import read_topic
@@ -51,20 +51,14 @@ async def test_jobgen_killed_mid_task_makes_each_job_once(
         session.commit()
     await create_topics(test_settings, topic_names(test_settings))
     frames = [f"f{i}.jpg" for i in range(25)]
-    ready = TaskDataReady.create(
-        TaskDataReadyData(task_id=task_id, frames=frames),
-        source="/tests",
-        key=(task_id,),
-        taskid=task_id,
-    )
-
     producer = AIOKafkaProducer(bootstrap_servers=test_settings.kafka_bootstrap_servers)
     await producer.start()
-    await producer.send_and_wait(
-        test_settings.topic(Topic.INGEST_EVENTS),
-        ready.model_dump_json().encode(),
-        key=task_id.encode(),
-    )
+    for event in data_ready_events(task_id, frames, rejected=0):
+        await producer.send_and_wait(
+            test_settings.topic(Topic.INGEST_EVENTS),
+            event.model_dump_json().encode(),
+            key=task_id.encode(),
+        )
     await producer.stop()
 
     env = {

@@ -3,6 +3,7 @@ service, then the run's own process), and a low-priority run preempted by an urg
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -28,7 +29,7 @@ from schemas.events import LabelsThresholdReached, LabelsThresholdReachedData
 from schemas.topics import Topic
 from tests.integration.harness import free_port, service_process, wait_until
 from tests.integration.kafka_helpers import read_topic
-from trainer.models import ModelVersion, TrainingLabel, TrainingRequest
+from trainer.models import ModelVersion, TrainingFrame, TrainingLabel, TrainingRequest
 
 pytestmark = [pytest.mark.integration, pytest.mark.training]
 
@@ -41,7 +42,7 @@ FAILED = "io.labelloop.training.failed.v1"
 
 
 def seed_task(engine: Engine, store: ObjectStore, task_id: str, priority: int) -> None:
-    """A task whose frames are in the store and labeled in the trainer's copy."""
+    """A task whose frames are in the store, validated and labeled in the trainer's copy."""
     with Session(engine) as session:
         session.add(
             Task(id=task_id, name=task_id, labels=["box"], priority=priority, created_by="test")
@@ -51,7 +52,19 @@ def seed_task(engine: Engine, store: ObjectStore, task_id: str, priority: int) -
             buffer = io.BytesIO()
             image.save(buffer, "JPEG", quality=90)
             name = f"f{seed:03d}.jpg"
-            store.put_bytes(f"tasks/{task_id}/data/{name}", buffer.getvalue())
+            key = f"tasks/{task_id}/data/{name}"
+            store.put_bytes(key, buffer.getvalue())
+            digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+            session.add(
+                TrainingFrame(
+                    task_id=task_id,
+                    frame=name,
+                    object_key=key,
+                    sha256=digest,
+                    width=image.width,
+                    height=image.height,
+                )
+            )
             session.add(
                 TrainingLabel(
                     task_id=task_id,
@@ -263,7 +276,8 @@ async def test_aggressive_preemption_checkpoints_and_resumes(
     data = preempted["data"]
     assert data["preempted_by"] == urgent_row.id and data["epochs"] == EPOCHS
     assert 1 <= data["epochs_done"] < EPOCHS
-    assert store.get_bytes(data["checkpoint_key"])  # the checkpoint is kept in the store
+    checkpoint = store.get_bytes(data["checkpoint_key"])  # the checkpoint is kept in the store
+    assert data["checkpoint_sha256"] == hashlib.sha256(checkpoint).hexdigest()  # resumed if equal
     # the resumed attempt continues the epoch count instead of starting again
     resumed = [
         e["data"]["epoch"]

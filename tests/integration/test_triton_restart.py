@@ -3,6 +3,7 @@ loads the version again and the pre-annotations still arrive, instead of failing
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -72,12 +73,15 @@ async def test_a_model_lost_by_triton_is_loaded_again(
                     object_key=key,
                     width=image.width,
                     height=image.height,
+                    sha256=hashlib.sha256(buffer.getvalue()).hexdigest(),
                 )
             )
         session.commit()
     server = ModelServer(settings, store, Transactions(engine, settings.topic))
-    loaded = await server.load(task_id, 1, onnx_key, ["box"])
-    assert loaded.backend == "triton"
+    loaded = await server.load(
+        task_id, 1, onnx_key, ["box"], hashlib.sha256(untrained_onnx).hexdigest()
+    )
+    assert loaded is not None and loaded.backend == "triton"
 
     triton = grpcclient.InferenceServerClient(settings.triton_grpc_url)
     triton.unload_model(triton_model_name(task_id))  # what a Triton restart does to it

@@ -86,7 +86,7 @@ def test_task_jobs_arrive_pushed_and_signed(
         job["id"] for job in jobs
     }
     ready = next(r.event for r in mine if r.event["type"] == JOBS_READY)
-    assert ready["data"]["job_ids"] == [job["id"] for job in jobs]
+    assert ready["data"]["job_count"] == len(jobs) == 3
 
 
 def test_failing_receiver_is_retried_with_the_same_delivery_id(

@@ -49,6 +49,7 @@ def test_cluster_refuses_local_default_secrets(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(ValidationError, match="at least 32"):
         Settings()
     monkeypatch.setenv("LABELLOOP_ADMIN_TOKEN", "0123456789abcdef" * 4)
+    monkeypatch.setenv("LABELLOOP_KAFKA_ALLOW_UNAUTHENTICATED", "true")  # Kafka: its own test
     assert Settings().environment == "cluster"
 
 

@@ -63,6 +63,7 @@ async def test_one_batch_of_two_tasks_records_each_frame_once_and_redelivery_cha
     assert first == {
         "io.labelloop.frame.processed.v1": 4,
         "io.labelloop.frame.rejected.v1": 1,
+        "io.labelloop.task.frames-listed.v1": 1,
         "io.labelloop.task.data-ready.v1": 1,
     }
     await handle_records(batch, deps)  # redelivered after a crash before the offset commit

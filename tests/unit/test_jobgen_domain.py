@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from jobgen.domain import job_id, natural_key, plan_jobs, segment_ranges
+from jobgen.domain import MAX_JOB_FRAMES, job_id, natural_key, plan_jobs, segment_ranges
+from labelloop.tasks import TaskCreate
 
 
 def test_natural_sort() -> None:
@@ -46,3 +48,12 @@ def test_plans_cover_every_frame_once_without_overlap() -> None:
     plans = plan_jobs(frames, 8, 0)
     assert [f for plan in plans for f in plan.frames] == sorted(frames, key=natural_key)
     assert job_id("t1", plans[1].index) == "t1-j0001"
+
+
+def test_no_job_outgrows_one_event() -> None:
+    """A job is announced by one event: segment 0 on a big task gives jobs of the maximum."""
+    assert segment_ranges(MAX_JOB_FRAMES, 0, 0) == [(0, MAX_JOB_FRAMES - 1)]
+    assert segment_ranges(1200, 0, 0) == [(0, 499), (500, 999), (1000, 1199)]
+    assert segment_ranges(100_000, 0, 0)[-1] == (99_500, 99_999)
+    with pytest.raises(ValidationError, match="less than or equal to 500"):
+        TaskCreate(name="t", labels=["car"], segment_size=MAX_JOB_FRAMES + 1)

@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
-from jobgen.handlers import handle_data_ready
+from ingest.handlers import data_ready_events
+from jobgen.handlers import handle_data_ready, handle_frames_listed
 from labeler_assist.handlers import NotFound, NotPermitted, remember, submit_labels
 from labeler_assist.lookups import find_frame, find_job
 from labeler_assist.models import Annotation, AssistFrame, AssistJob, LabelCounter
@@ -28,7 +29,6 @@ from schemas.events import (
     JobCreated,
     LabelsSubmitted,
     TaskDataReady,
-    TaskDataReadyData,
 )
 from schemas.topics import Topic
 
@@ -83,9 +83,9 @@ def announce_frames(transactions: Transactions) -> list[FrameProcessed]:
 
 
 def announce_jobs(transactions: Transactions) -> list[str]:
-    ready = TaskDataReady.create(
-        TaskDataReadyData(task_id=TASK, frames=FRAMES), source="/test", key=(TASK,), taskid=TASK
-    )
+    *listing, ready = data_ready_events(TASK, FRAMES, rejected=0)
+    handle_frames_listed(listing, transactions)  # type: ignore[arg-type]
+    assert isinstance(ready, TaskDataReady)
     return handle_data_ready(ready, transactions)
 
 

@@ -35,7 +35,7 @@ def test_event_ids_are_stable_per_cause_and_distinct_across_causes() -> None:
 
 def test_created_event_links_to_its_cause() -> None:
     ready = TaskDataReady.create(
-        TaskDataReadyData(task_id="t1", frames=["a.jpg"]),
+        TaskDataReadyData(task_id="t1", frame_count=1, rejected_count=1, parts=1),
         source="/labelloop/ingest",
         key=("t1",),
         taskid="t1",
@@ -62,14 +62,19 @@ def test_created_event_links_to_its_cause() -> None:
 
 def test_events_are_frozen_and_strict() -> None:
     ready = TaskDataReady.create(
-        TaskDataReadyData(task_id="t1", frames=[]), source="/s", key=("t1",), taskid="t1"
+        TaskDataReadyData(task_id="t1", frame_count=0, rejected_count=0, parts=0),
+        source="/s",
+        key=("t1",),
+        taskid="t1",
     )
     with pytest.raises(ValidationError):
         ready.id = "other"  # type: ignore[misc]
     with pytest.raises(ValidationError):
-        TaskDataReadyData(task_id="../etc", frames=[])
+        TaskDataReadyData(task_id="../etc", frame_count=0, rejected_count=0, parts=0)
     with pytest.raises(ValidationError):
-        TaskDataReadyData.model_validate({"task_id": "t1", "frames": [], "surprise": 1})
+        TaskDataReadyData.model_validate(
+            {"task_id": "t1", "frame_count": 0, "rejected_count": 0, "parts": 0, "surprise": 1}
+        )
 
 
 def test_topic_union_refuses_unknown_types_and_versions() -> None:
@@ -96,7 +101,7 @@ def test_topic_union_refuses_unknown_types_and_versions() -> None:
 
 def test_every_event_type_is_registered_once() -> None:
     all_classes = [cls for classes in EVENTS_BY_TOPIC.values() for cls in classes]
-    assert len(EVENT_TYPES) == len(all_classes) == 17
+    assert len(EVENT_TYPES) == len(all_classes) == 18
     assert all(name.startswith("io.labelloop.") and name.endswith(".v1") for name in EVENT_TYPES)
 
 

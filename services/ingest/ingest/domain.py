@@ -4,18 +4,14 @@ what a manifest declares, and when a task's data is complete."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
-import warnings
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
-
+from labelloop.images import UnusableImage, decode_frame
 from schemas.events import FrameRejectCode
 
 TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
 MAX_FRAME_NAME = 255
 """Characters in a frame's file name (the ``frames.name`` column): refused at presign and in
 the manifest; an object stored under a longer name is rejected with a shortened name."""
@@ -88,44 +84,18 @@ class Rejection:
 
 
 def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo | Rejection:
-    """Decode ``data`` fully with a real decoder; refuse what cannot be used as a frame.
+    """Decode ``data`` fully with the decoder the trainer and labeler-assist use; refuse what
+    cannot be used as a frame.
 
-    The pixel count is checked from the header before any pixel is decoded, so a
-    decompression bomb costs nothing.
+    So every frame accepted here trains and serves; its size is the displayed one (EXIF
+    orientation applied, see :mod:`labelloop.images`). The pixel count is checked from the
+    header before any pixel is decoded, so a decompression bomb costs nothing.
     """
-    if not data:
-        return Rejection("empty", "the file is empty (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            # Our own limit (below) decides; Pillow still raises past twice its own limit.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                image_format = image.format or "unknown"
-                if width * height > max_pixels:
-                    return _too_many_pixels(width, height, max_pixels)
-                if image_format not in SUPPORTED_FORMATS:
-                    return Rejection(
-                        "unsupported",
-                        f"{image_format} images are not supported "
-                        f"(use one of {', '.join(sorted(SUPPORTED_FORMATS))})",
-                    )
-                image.load()
-    except UnidentifiedImageError:
-        return Rejection("not_an_image", "not an image: no known image format was recognised")
-    except Image.DecompressionBombError as error:
-        return Rejection("too_many_pixels", f"refused as a decompression bomb: {error}")
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        return Rejection("truncated", f"the image is truncated or corrupt: {error}")
-    return ImageInfo(width, height, image_format)
-
-
-def _too_many_pixels(width: int, height: int, max_pixels: int) -> Rejection:
-    return Rejection(
-        "too_many_pixels",
-        f"{width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,} "
-        "(a decompression bomb, or a frame far larger than annotation needs)",
-    )
+        frame = decode_frame(data, max_pixels=max_pixels)
+    except UnusableImage as unusable:
+        return Rejection(unusable.code, unusable.reason)
+    return ImageInfo(frame.width, frame.height, frame.format)
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,15 @@ from labelloop.metrics import FRAMES
 from labelloop.storage import ObjectChanged, ObjectStore, ObjectTooLarge
 from labelloop.tasks import Task
 from schemas.events import (
+    MAX_FRAMES_PER_EVENT,
     FrameProcessed,
     FrameProcessedData,
     FrameRejected,
     FrameRejectedData,
     TaskDataReady,
     TaskDataReadyData,
+    TaskFramesListed,
+    TaskFramesListedData,
 )
 from schemas.s3 import S3EventNotification, S3EventRecord
 from schemas.topics import Topic
@@ -165,12 +168,13 @@ def _record_frames(
                 )
             )  # since they were looked up: by the reconciler, or another replica
             events = []
+            declared = _declared_hashes(ingest)
             for ref, record, inspection in todo:
                 if ref.name in recorded:
                     continue
                 outcome = inspection
                 if isinstance(inspection, tuple):
-                    outcome = _check_declared_hash(ingest, ref.name, inspection[1]) or inspection
+                    outcome = _check_declared_hash(declared, ref.name, inspection[1]) or inspection
                 events.append(_frame_event(ref, record.object_key, outcome))
             frames = apply_frame_outcomes(uow.session, task_id, events)
             uow.emit_all(events, Topic.INGEST_EVENTS)
@@ -238,14 +242,23 @@ def _lock_task(uow: UnitOfWork, task_id: str, *, seen: int = 1) -> TaskIngest:
     return ingest
 
 
-def _check_declared_hash(ingest: TaskIngest, name: str, digest: str) -> Rejection | None:
+def _declared_hashes(ingest: TaskIngest) -> dict[str, str]:
+    """The manifest's sha256 by frame name (entries that declare one): looked up per frame,
+    so a big task's manifest is never scanned once per frame."""
+    declared = {}
     for entry in ingest.manifest or []:
-        expected = entry.get("sha256")
-        if entry.get("name") == name and expected and expected != digest:
-            return Rejection(
-                "hash_mismatch",
-                f"sha256 {digest[:12]}… differs from the manifest's {expected[:12]}…",
-            )
+        name, digest = entry.get("name"), entry.get("sha256")
+        if name and digest:
+            declared[name] = digest
+    return declared
+
+
+def _check_declared_hash(declared: dict[str, str], name: str, digest: str) -> Rejection | None:
+    expected = declared.get(name)
+    if expected and expected != digest:
+        return Rejection(
+            "hash_mismatch", f"sha256 {digest[:12]}… differs from the manifest's {expected[:12]}…"
+        )
     return None
 
 
@@ -328,11 +341,12 @@ def _reject_mismatched_hashes(uow: UnitOfWork, ingest: TaskIngest) -> None:
         frame.name: frame
         for frame in uow.session.exec(select(Frame).where(Frame.task_id == ingest.task_id))
     }
+    declared = _declared_hashes(ingest)
     for entry in ingest.manifest or []:
         frame = frames.get(entry["name"] or "")
         if frame is None or frame.status != "processed" or frame.sha256 is None:
             continue
-        rejection = _check_declared_hash(ingest, frame.name, frame.sha256)
+        rejection = _check_declared_hash(declared, frame.name, frame.sha256)
         if rejection is None:
             continue
         rejected = FrameRejected.create(
@@ -352,7 +366,8 @@ def _reject_mismatched_hashes(uow: UnitOfWork, ingest: TaskIngest) -> None:
 
 
 def _maybe_data_ready(uow: UnitOfWork, ingest: TaskIngest) -> None:
-    """Emit ``task.data-ready`` once, when every manifest entry has an outcome."""
+    """Emit ``task.data-ready`` once, when every manifest entry has an outcome, after the
+    ``task.frames-listed`` parts that list its processed frames."""
     if ingest.manifest is None or ingest.data_ready_at is not None:
         return
     uow.session.flush()
@@ -370,16 +385,39 @@ def _maybe_data_ready(uow: UnitOfWork, ingest: TaskIngest) -> None:
         return
     ingest.data_ready_at = datetime.now(UTC)
     uow.session.add(ingest)
-    uow.emit(
-        TaskDataReady.create(
-            TaskDataReadyData(
-                task_id=ingest.task_id,
-                frames=[name for name in declared if frames[name].status == "processed"],
-                rejected=[name for name in declared if frames[name].status == "rejected"],
-            ),
-            source=SOURCE,
-            key=(ingest.task_id,),
-            taskid=ingest.task_id,
-        ),
+    processed = [name for name in declared if frames[name].status == "processed"]
+    uow.emit_all(
+        data_ready_events(ingest.task_id, processed, rejected=len(declared) - len(processed)),
         Topic.INGEST_EVENTS,
     )
+
+
+def data_ready_events(
+    task_id: str, processed: list[str], *, rejected: int
+) -> list[TaskFramesListed | TaskDataReady]:
+    """``task.frames-listed`` parts of ``processed`` (kept in order), then ``task.data-ready``."""
+    parts = [
+        processed[start : start + MAX_FRAMES_PER_EVENT]
+        for start in range(0, len(processed), MAX_FRAMES_PER_EVENT)
+    ]
+    listing: list[TaskFramesListed | TaskDataReady] = [
+        TaskFramesListed.create(
+            TaskFramesListedData(task_id=task_id, part=index, parts=len(parts), frames=names),
+            source=SOURCE,
+            key=(task_id, index),
+            taskid=task_id,
+        )
+        for index, names in enumerate(parts)
+    ]
+    ready = TaskDataReady.create(
+        TaskDataReadyData(
+            task_id=task_id,
+            frame_count=len(processed),
+            rejected_count=rejected,
+            parts=len(parts),
+        ),
+        source=SOURCE,
+        key=(task_id,),
+        taskid=task_id,
+    )
+    return [*listing, ready]

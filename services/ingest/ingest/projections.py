@@ -46,6 +46,16 @@ def apply_frame_outcomes(
     return frames
 
 
+def apply_frame_events(session: Session, events: Sequence[FrameProcessed | FrameRejected]) -> None:
+    """Frame events of any tasks in order (a replay's batch): :func:`apply_frame_outcomes`
+    per task."""
+    by_task: dict[str, list[FrameProcessed | FrameRejected]] = {}
+    for event in events:
+        by_task.setdefault(event.data.task_id, []).append(event)
+    for task_id, task_events in by_task.items():
+        apply_frame_outcomes(session, task_id, task_events)
+
+
 def _processed(session: Session, frame: Frame | None, event: FrameProcessed) -> Frame:
     if frame is None:
         data = event.data
@@ -73,4 +83,5 @@ def _rejected(session: Session, frame: Frame | None, event: FrameRejected) -> Fr
 PROJECTION = Projection(
     tables=("frames",),
     appliers={FrameProcessed: apply_frame_processed, FrameRejected: apply_frame_rejected},
+    batch_appliers={FrameProcessed: apply_frame_events, FrameRejected: apply_frame_events},
 )

@@ -9,13 +9,13 @@ from fastapi import APIRouter, HTTPException, status
 from sqlmodel import select
 
 from jobgen.domain import natural_key
-from jobgen.handlers import handle_data_ready
+from jobgen.handlers import handle_data_ready, handle_frames_listed
 from jobgen.models import Job, JobPublic
 from labelloop.api.deps import PrincipalDep, SessionDep
 from labelloop.api.tasks import require_task
 from labelloop.messaging.batches import subscribe_batches
 from labelloop.runtime import Runtime
-from schemas.events import TaskDataReady, event_union
+from schemas.events import TaskDataReady, TaskFramesListed, event_union
 from schemas.topics import Topic
 
 NAME = "jobgen"
@@ -30,10 +30,22 @@ IngestEvent = event_union(Topic.INGEST_EVENTS)
 
 def register(runtime: Runtime) -> None:
     async def apply(events: Sequence[IngestEvent]) -> None:  # type: ignore[valid-type]
-        """Cut each task whose data is ready into jobs (frame events are not jobgen's)."""
+        """Keep listing parts; cut each task whose data is ready into jobs, in order (frame
+        events are not jobgen's)."""
+        listed: list[TaskFramesListed] = []
         for event in events:
-            if isinstance(event, TaskDataReady):
-                await asyncio.to_thread(handle_data_ready, event, runtime.transactions)
+            if isinstance(event, TaskFramesListed):
+                listed.append(event)
+            elif isinstance(event, TaskDataReady):  # with its parts, in one transaction
+                task_id = event.data.task_id
+                others = [part for part in listed if part.data.task_id != task_id]
+                if others:
+                    await asyncio.to_thread(handle_frames_listed, others, runtime.transactions)
+                mine = [part for part in listed if part.data.task_id == task_id]
+                await asyncio.to_thread(handle_data_ready, event, runtime.transactions, mine)
+                listed = []
+        if listed:
+            await asyncio.to_thread(handle_frames_listed, listed, runtime.transactions)
 
     subscribe_batches(
         runtime,

@@ -1,17 +1,23 @@
-"""jobgen's handler: ``task.data-ready`` in, jobs and their events out, atomically."""
+"""jobgen's handlers: ``task.frames-listed`` parts kept, then ``task.data-ready`` in, jobs and
+their events out, atomically."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+
+from sqlmodel import Session, col, select
 
 from jobgen.domain import job_id, plan_jobs
-from jobgen.projections import apply_job_created
+from jobgen.models import FrameListing
+from jobgen.projections import apply_frames_listed, apply_job_created
 from labelloop.messaging.outbox import Transactions
 from labelloop.tasks import Task
 from schemas.events import (
     JobCreated,
     JobCreatedData,
     TaskDataReady,
+    TaskFramesListed,
     TaskJobsReady,
     TaskJobsReadyData,
 )
@@ -22,20 +28,54 @@ SOURCE = "/labelloop/jobgen"
 CONSUMER = "jobgen"
 
 
-def handle_data_ready(event: TaskDataReady, transactions: Transactions) -> list[str]:
+class ListingIncomplete(LookupError):
+    """``task.data-ready`` came without all the parts that precede it: never retried."""
+
+
+def handle_frames_listed(events: Sequence[TaskFramesListed], transactions: Transactions) -> None:
+    """Keep listing parts (a batch in one transaction) for the ``task.data-ready`` after them."""
+    with transactions.unit_of_work(CONSUMER, [event.id for event in events]) as uow:
+        for event in events:
+            if event.id not in uow.done:
+                apply_frames_listed(uow.session, event)
+
+
+def listed_frames(session: Session, event: TaskDataReady) -> list[str]:
+    """The task's processed frames, from the parts ``event`` announces."""
+    parts = session.exec(
+        select(FrameListing)
+        .where(FrameListing.task_id == event.data.task_id)
+        .order_by(col(FrameListing.part))
+    ).all()
+    frames = [name for part in parts for name in part.frames]
+    if len(parts) != event.data.parts or len(frames) != event.data.frame_count:
+        raise ListingIncomplete(
+            f"task {event.data.task_id}: {len(parts)} of {event.data.parts} listing parts, "
+            f"{len(frames)} of {event.data.frame_count} frames"
+        )
+    return frames
+
+
+def handle_data_ready(
+    event: TaskDataReady, transactions: Transactions, listed: Sequence[TaskFramesListed] = ()
+) -> list[str]:
     """Cut the task into jobs; one ``job.created`` each, then ``task.jobs-ready``.
 
-    Jobs, events and the processed mark commit together, and job ids are deterministic, so a
-    crash at any point followed by redelivery yields exactly the same jobs once.
+    Jobs, events and the processed mark commit together (with the listing parts that came in
+    the same batch), and job ids are deterministic, so a crash at any point followed by
+    redelivery yields exactly the same jobs once.
     """
     task_id = event.data.task_id
-    with transactions.unit_of_work(CONSUMER, event.id) as uow:
-        if uow.already_done:
+    with transactions.unit_of_work(CONSUMER, [*(part.id for part in listed), event.id]) as uow:
+        for part in listed:
+            if part.id not in uow.done:
+                apply_frames_listed(uow.session, part)
+        if event.id in uow.done:
             return []
         task = uow.session.get(Task, task_id)
         if task is None:
             raise LookupError(f"task.data-ready for unknown task {task_id}")
-        plans = plan_jobs(event.data.frames, task.segment_size, task.overlap)
+        plans = plan_jobs(listed_frames(uow.session, event), task.segment_size, task.overlap)
         ids = []
         for plan in plans:
             new_job = job_id(task_id, plan.index)
@@ -58,7 +98,7 @@ def handle_data_ready(event: TaskDataReady, transactions: Transactions) -> list[
             uow.emit(created, Topic.JOBGEN_EVENTS)
         uow.emit(
             TaskJobsReady.create(
-                TaskJobsReadyData(task_id=task_id, job_ids=ids),
+                TaskJobsReadyData(task_id=task_id, job_count=len(ids)),
                 source=SOURCE,
                 key=(task_id,),
                 taskid=task_id,

@@ -1,4 +1,4 @@
-"""jobgen's table: the jobs of each task."""
+"""jobgen's tables: the jobs of each task, and the frame listings they are cut from."""
 
 from __future__ import annotations
 
@@ -20,6 +20,17 @@ class Job(JobBase, table=True):
     __tablename__ = "jobs"
 
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class FrameListing(SQLModel, table=True):
+    """One ``task.frames-listed`` part, kept until its task's ``task.data-ready`` arrives."""
+
+    __tablename__ = "frame_listings"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    part: int = Field(primary_key=True)
+    parts: int
+    frames: list[str] = Field(sa_column=Column(JSON, nullable=False))
 
 
 class JobPublic(JobBase):

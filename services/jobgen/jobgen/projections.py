@@ -1,12 +1,13 @@
-"""jobgen's projection: the ``jobs`` table, from ``job.created``."""
+"""jobgen's projection: ``jobs`` from ``job.created``, ``frame_listings`` from
+``task.frames-listed``."""
 
 from __future__ import annotations
 
 from sqlmodel import Session
 
-from jobgen.models import Job
+from jobgen.models import FrameListing, Job
 from labelloop.projections import Projection
-from schemas.events import JobCreated
+from schemas.events import JobCreated, TaskFramesListed
 
 
 def apply_job_created(session: Session, event: JobCreated) -> Job:
@@ -25,4 +26,18 @@ def apply_job_created(session: Session, event: JobCreated) -> Job:
     return job
 
 
-PROJECTION = Projection(tables=("jobs",), appliers={JobCreated: apply_job_created})
+def apply_frames_listed(session: Session, event: TaskFramesListed) -> FrameListing:
+    data = event.data
+    listing = session.get(FrameListing, (data.task_id, data.part))
+    if listing is None:
+        listing = FrameListing(
+            task_id=data.task_id, part=data.part, parts=data.parts, frames=list(data.frames)
+        )
+        session.add(listing)
+    return listing
+
+
+PROJECTION = Projection(
+    tables=("jobs", "frame_listings"),
+    appliers={JobCreated: apply_job_created, TaskFramesListed: apply_frames_listed},
+)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlmodel import Session, col, select
 
 from labeler_assist.domain import InvalidAnnotation
@@ -26,7 +26,14 @@ from labelloop.db import in_chunks
 from labelloop.messaging.batches import subscribe_batches
 from labelloop.runtime import Runtime
 from labelloop.tasks import Task
-from schemas.events import FrameLabels, FrameProcessed, JobCreated, ModelPublished, event_union
+from schemas.events import (
+    MAX_FRAMES_PER_EVENT,
+    FrameLabels,
+    FrameProcessed,
+    JobCreated,
+    ModelPublished,
+    event_union,
+)
 from schemas.topics import Topic
 
 NAME = "labeler-assist"
@@ -65,7 +72,8 @@ def register(runtime: Runtime) -> None:
             ).all()
         if task is None:
             return
-        await server.load(task.id, event.data.version, event.data.onnx_key, list(task.labels))
+        data = event.data
+        await server.load(task.id, data.version, data.onnx_key, list(task.labels), data.onnx_sha256)
         await server.preannotate(task.id, list(frames), cause=event)
 
     subscribe_batches(
@@ -78,10 +86,29 @@ def register(runtime: Runtime) -> None:
     )
 
 
-class JobAnnotations(BaseModel):
-    """`{"frames": [{"frame": name, "boxes": [{"label", "x", "y", "w", "h"}]}]}` (pixels)."""
+MAX_BOXES_PER_REQUEST = 4000
+"""Boxes one submission holds at most (one ``labels.submitted`` event carries them all)."""
 
-    frames: list[FrameLabels] = Field(max_length=10_000)
+
+class JobAnnotations(BaseModel):
+    """`{"frames": [{"frame": name, "boxes": [{"label", "x", "y", "w", "h"}]}]}` (pixels).
+
+    At most a job's worth of frames, 1,000 boxes a frame and 4,000 boxes in all: a bigger
+    submission is refused with 422 (send it in parts), one whose event would still outgrow the
+    broker with 413.
+    """
+
+    frames: list[FrameLabels] = Field(max_length=MAX_FRAMES_PER_EVENT)
+
+    @field_validator("frames")
+    @classmethod
+    def _boxes_within_limit(cls, frames: list[FrameLabels]) -> list[FrameLabels]:
+        boxes = sum(len(item.boxes) for item in frames)
+        if boxes > MAX_BOXES_PER_REQUEST:
+            raise ValueError(
+                f"{boxes} boxes in one request; at most {MAX_BOXES_PER_REQUEST}: send fewer frames"
+            )
+        return frames
 
 
 @router.put("/jobs/{job_id}/annotations")

@@ -2,15 +2,16 @@
 
 Both take encoded images and give boxes in the original image's pixels, letterboxed and
 decoded by :mod:`labeler_assist.yolo_codec` as Ultralytics' ``predict(rect=False)`` does, so a
-model answers the same wherever it runs. Images are not EXIF-rotated, like ingest, so boxes are
-in the pixel frame whose size ingest recorded. onnxruntime and tritonclient are imported only
-when a detector that needs them is built.
+model answers the same wherever it runs. Images are decoded by
+:func:`labelloop.images.decode_frame`, as ingest validated them and the trainer wrote them
+(displayed orientation, EXIF applied; 8-bit RGB), so boxes are in the pixel frame whose size
+ingest recorded and the labels use. onnxruntime and tritonclient are imported only when a
+detector that needs them is built.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -19,9 +20,9 @@ from types import TracebackType
 from typing import Any, Self
 
 import numpy as np
-from PIL import Image
 
 from labeler_assist import yolo_codec
+from labelloop.images import decode_frame
 
 MAX_DET = 300
 """Ultralytics' default cap on boxes per image."""
@@ -58,8 +59,8 @@ class _Prepared:
 
 
 def prepare_image(image: bytes, imgsz: int) -> _Prepared:
-    with Image.open(io.BytesIO(image)) as opened:
-        rgb = np.asarray(opened.convert("RGB"))
+    """Decode as the trainer did (``UnusableImage`` if it cannot be) and letterbox."""
+    rgb = np.asarray(decode_frame(image).image)
     pixels, box = yolo_codec.letterbox(rgb, imgsz)
     return _Prepared(pixels, box, width=rgb.shape[1], height=rgb.shape[0])
 

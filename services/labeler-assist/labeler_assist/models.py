@@ -25,7 +25,8 @@ class AssistJob(SQLModel, table=True):
 
 
 class AssistFrame(SQLModel, table=True):
-    """A processed frame as ``frame.processed`` announced it (size for box validation)."""
+    """A processed frame as ``frame.processed`` announced it: its displayed size (for box
+    validation) and the hash ingest validated (a frame is pre-annotated only with those bytes)."""
 
     __tablename__ = "assist_frames"
 
@@ -34,6 +35,7 @@ class AssistFrame(SQLModel, table=True):
     object_key: str = Field(max_length=1024)
     width: int
     height: int
+    sha256: str | None = Field(default=None, max_length=64)
 
 
 class Annotation(SQLModel, table=True):
@@ -67,6 +69,9 @@ class ServedModel(SQLModel, table=True):
     task_id: str = Field(primary_key=True, max_length=64)
     version: int
     onnx_key: str = Field(max_length=1024)
+    onnx_sha256: str | None = Field(
+        default=None, max_length=64, description="As model.published recorded it; checked on load."
+    )
     labels: list[str] = Field(sa_column=Column(JSON, nullable=False))
     backend: str = Field(max_length=16, description="triton or onnxruntime")
     loaded_at: datetime = Field(default_factory=_now)

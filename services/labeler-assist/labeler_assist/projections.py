@@ -4,6 +4,7 @@ counters and the pre-annotations, each from the event that announced it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -14,6 +15,7 @@ from labeler_assist.models import (
     LabelCounter,
     Preannotation,
 )
+from labelloop.db import insert_rows, rows_in
 from labelloop.projections import Projection
 from schemas.events import (
     FrameProcessed,
@@ -32,6 +34,7 @@ def frame_row(event: FrameProcessed) -> AssistFrame:
         object_key=data.object_key,
         width=data.width,
         height=data.height,
+        sha256=data.sha256,
     )
 
 
@@ -67,16 +70,20 @@ def apply_views(session: Session, events: Sequence[FrameProcessed | JobCreated])
         ids = [event.data.job_id for event in jobs]
         found_ids = session.exec(select(AssistJob.id).where(col(AssistJob.id).in_(ids)))
         seen.update(found_ids)
+    frame_rows: list[dict[str, Any]] = []
+    job_rows: list[dict[str, Any]] = []
     for event in events:
-        key: object
         row: AssistFrame | AssistJob
         if isinstance(event, FrameProcessed):
-            key, row = (event.data.task_id, event.data.frame), frame_row(event)
+            key: object = (event.data.task_id, event.data.frame)
+            row, rows = frame_row(event), frame_rows
         else:
-            key, row = event.data.job_id, job_row(event)
+            key, row, rows = event.data.job_id, job_row(event), job_rows
         if key not in seen:
             seen.add(key)
-            session.add(row)
+            rows.append(row.model_dump())
+    insert_rows(session, AssistFrame, frame_rows)
+    insert_rows(session, AssistJob, job_rows)
 
 
 def counter_of(session: Session, task_id: str) -> LabelCounter:
@@ -109,6 +116,83 @@ def apply_labels_submitted(session: Session, event: LabelsSubmitted) -> None:
     session.add(counter)
 
 
+def apply_labels_batch(session: Session, events: Sequence[LabelsSubmitted]) -> None:
+    """:func:`apply_labels_submitted` for a batch in order, with one lookup per task."""
+    latest: dict[tuple[str, str], tuple[LabelsSubmitted, list[dict[str, Any]]]] = {}
+    totals: dict[str, int] = {}
+    for event in events:
+        data = event.data
+        for item in data.annotations:
+            latest[(data.task_id, item.frame)] = (event, [box.model_dump() for box in item.boxes])
+        totals[data.task_id] = max(totals.get(data.task_id, 0), data.labeled_frames)
+    for task_id, labeled in totals.items():
+        frames = [frame for task, frame in latest if task == task_id]
+        rows = {
+            row.frame: row
+            for row in rows_in(
+                session, Annotation, Annotation.frame, frames, Annotation.task_id == task_id
+            )
+        }
+        new = []
+        for frame in frames:
+            event, boxes = latest[(task_id, frame)]
+            data = event.data
+            fields = {
+                "job_id": data.job_id,
+                "boxes": boxes,
+                "submitted_by": data.submitted_by,
+                "updated_at": event.time,
+            }
+            row = rows.get(frame)
+            if row is None:
+                new.append({"task_id": task_id, "frame": frame, **fields})
+                continue
+            for name, value in fields.items():
+                setattr(row, name, value)
+            session.add(row)
+        insert_rows(session, Annotation, new)
+        counter = counter_of(session, task_id)
+        counter.labeled_frames = max(counter.labeled_frames, labeled)
+        session.add(counter)
+
+
+def apply_preannotations_batch(session: Session, events: Sequence[PreannotationReady]) -> None:
+    """:func:`apply_preannotation_ready` for a batch: the first of each key wins, one lookup
+    per task."""
+    first: dict[tuple[str, str, int], PreannotationReady] = {}
+    for event in events:
+        data = event.data
+        first.setdefault((data.task_id, data.frame, data.model_version), event)
+    for task_id in {task for task, _, _ in first}:
+        frames = list({frame for task, frame, _ in first if task == task_id})
+        known = {
+            (row.frame, row.model_version)
+            for row in rows_in(
+                session,
+                Preannotation,
+                Preannotation.frame,
+                frames,
+                Preannotation.task_id == task_id,
+            )
+        }
+        insert_rows(
+            session,
+            Preannotation,
+            [
+                {
+                    "task_id": task_id,
+                    "frame": frame,
+                    "model_version": version,
+                    "boxes": [box.model_dump() for box in event.data.predictions],
+                    "backend": event.data.backend,
+                    "created_at": event.time,
+                }
+                for (task, frame, version), event in first.items()
+                if task == task_id and (frame, version) not in known
+            ],
+        )
+
+
 def apply_threshold_reached(session: Session, event: LabelsThresholdReached) -> None:
     counter = counter_of(session, event.data.task_id)
     counter.crossings = max(counter.crossings, event.data.crossing)
@@ -130,6 +214,19 @@ def apply_preannotation_ready(session: Session, event: PreannotationReady) -> No
         )
 
 
+def apply_label_events(
+    session: Session,
+    events: Sequence[LabelsSubmitted | LabelsThresholdReached | PreannotationReady],
+) -> None:
+    """``labels.events`` in a batch: labels, crossings and pre-annotations touch different rows
+    (the counter's two columns only ever grow), so each kind is applied in bulk, in order."""
+    apply_labels_batch(session, [e for e in events if isinstance(e, LabelsSubmitted)])
+    for event in events:
+        if isinstance(event, LabelsThresholdReached):
+            apply_threshold_reached(session, event)
+    apply_preannotations_batch(session, [e for e in events if isinstance(e, PreannotationReady)])
+
+
 PROJECTION = Projection(
     tables=("assist_frames", "assist_jobs", "annotations", "label_counters", "preannotations"),
     appliers={
@@ -138,5 +235,12 @@ PROJECTION = Projection(
         LabelsSubmitted: apply_labels_submitted,
         LabelsThresholdReached: apply_threshold_reached,
         PreannotationReady: apply_preannotation_ready,
+    },
+    batch_appliers={
+        FrameProcessed: apply_views,
+        JobCreated: apply_views,
+        LabelsSubmitted: apply_label_events,
+        LabelsThresholdReached: apply_label_events,
+        PreannotationReady: apply_label_events,
     },
 )

@@ -3,6 +3,11 @@
 Each task's current model is loaded into Triton under its own name (``labelloop-<task_id>``),
 so tasks never share a model; when Triton is off or unreachable the same ONNX runs in process
 with onnxruntime, and the events say so. Nothing here imports torch.
+
+What is loaded is what was checked: a model's ONNX only if it hashes to the sha256 its
+``model.published`` recorded (else it is not served: the task keeps the version it had, or gets
+no pre-annotations), and a frame only if it hashes to what ingest validated (else it is not
+pre-annotated; the log says why).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from labeler_assist.models import Annotation, AssistFrame, Preannotation, Served
 from labeler_assist.projections import apply_preannotation_ready
 from labelloop.config import Settings
 from labelloop.db import in_chunks
+from labelloop.integrity import NotAsRecorded, read_verified
 from labelloop.messaging.outbox import Transactions
 from labelloop.metrics import INFERENCE_LATENCY
 from labelloop.storage import ObjectStore
@@ -29,6 +35,8 @@ from schemas.topics import Topic
 log = logging.getLogger(__name__)
 SOURCE = "/labelloop/labeler-assist"
 BATCH = 8
+MAX_MODEL_BYTES = 1024 * 1024 * 1024
+"""An ONNX file is read no further than this (yolov8x's is ~270 MB)."""
 
 
 class Detector(Protocol):
@@ -71,14 +79,29 @@ class ModelServer:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def load(
-        self, task_id: str, version: int, onnx_key: str, labels: list[str]
-    ) -> LoadedModel:
-        """Load ``version`` for the task: Triton first, onnxruntime when Triton cannot serve."""
+        self,
+        task_id: str,
+        version: int,
+        onnx_key: str,
+        labels: list[str],
+        onnx_sha256: str | None,
+    ) -> LoadedModel | None:
+        """Load ``version`` for the task: Triton first, onnxruntime when Triton cannot serve.
+
+        An ONNX file that does not hash to ``onnx_sha256`` (or has none recorded) is refused:
+        the task keeps the model it had (None if none), as when a model cannot load.
+        """
         async with self._locks.setdefault(task_id, asyncio.Lock()):
             current = self._loaded.get(task_id)
             if current is not None and current.version >= version:
                 return current
-            onnx = await asyncio.to_thread(self.store.get_bytes, onnx_key)
+            try:
+                onnx = await asyncio.to_thread(
+                    read_verified, self.store, onnx_key, onnx_sha256, max_bytes=MAX_MODEL_BYTES
+                )
+            except NotAsRecorded as refused:
+                log.error("task %s: v%d not served: %s", task_id, version, refused)
+                return current
             loaded = await self._load_backend(task_id, version, onnx, labels)
             self._loaded[task_id] = loaded
             if current is not None and current.backend == "triton":
@@ -92,6 +115,7 @@ class ModelServer:
                     backend=loaded.backend,
                 )
                 row.version, row.onnx_key, row.labels = version, onnx_key, labels
+                row.onnx_sha256 = onnx_sha256
                 row.backend = loaded.backend
                 session.add(row)
                 session.commit()
@@ -136,7 +160,9 @@ class ModelServer:
             return None
         if loaded is not None and loaded.version == row.version:
             return loaded
-        return await self.load(task_id, row.version, row.onnx_key, list(row.labels))
+        return await self.load(
+            task_id, row.version, row.onnx_key, list(row.labels), row.onnx_sha256
+        )
 
     async def preannotate(
         self,
@@ -180,11 +206,19 @@ class ModelServer:
                     )
                 )
         todo = [name for name in frames if name in known and name not in labeled | done]
+        refused = 0
         for start in range(0, len(todo), BATCH):
-            batch = todo[start : start + BATCH]
-            images = await asyncio.gather(
-                *(asyncio.to_thread(self.store.get_bytes, known[name].object_key) for name in batch)
+            read = await asyncio.gather(
+                *(
+                    asyncio.to_thread(self._read_frame, known[name])
+                    for name in todo[start : start + BATCH]
+                )
             )
+            batch = [n for n, image in zip(todo[start:], read, strict=False) if image is not None]
+            images = [image for image in read if image is not None]
+            refused += len(read) - len(images)
+            if not images:
+                continue
             try:
                 with INFERENCE_LATENCY.labels(model.backend).time():
                     detections = await model.detector.detect(list(images))
@@ -198,7 +232,22 @@ class ModelServer:
                 with INFERENCE_LATENCY.labels(model.backend).time():
                     detections = await model.detector.detect(list(images))
             await asyncio.to_thread(self._record, model, batch, detections, job_id, cause)
-        return len(todo)
+        return len(todo) - refused
+
+    def _read_frame(self, frame: AssistFrame) -> bytes | None:
+        """The frame's bytes if they are those ingest validated; None (logged) otherwise."""
+        try:
+            return read_verified(
+                self.store,
+                frame.object_key,
+                frame.sha256,
+                max_bytes=self.settings.ingest_max_frame_bytes,
+            )
+        except NotAsRecorded as refused:
+            log.warning(
+                "task %s: frame %s not pre-annotated: %s", frame.task_id, frame.name, refused.reason
+            )
+            return None
 
     async def reload(self, task_id: str) -> LoadedModel:
         """Forget the task's loaded model and load its current version again."""
@@ -209,7 +258,7 @@ class ModelServer:
                 await stale.detector.close()  # type: ignore[attr-defined]
         model = await self.for_task(task_id)
         if model is None:
-            raise LookupError(f"task {task_id} has no model to reload")
+            raise LookupError(f"task {task_id} has no model to reload (or it was refused)")
         return model
 
     def _record(

@@ -12,26 +12,29 @@ from labelloop.api.deps import PrincipalDep, SessionDep
 from labelloop.api.tasks import require_task
 from labelloop.messaging.batches import subscribe_batches
 from labelloop.runtime import Runtime
-from schemas.events import LabelsSubmitted, LabelsThresholdReached, event_union
+from schemas.events import FrameProcessed, LabelsSubmitted, LabelsThresholdReached, event_union
 from schemas.topics import Topic
-from trainer.handlers import Scheduler, enqueue, record_labels
+from trainer.handlers import Scheduler, enqueue, record_frames, record_labels
 from trainer.models import ModelVersion, ModelVersionPublic
 
 NAME = "trainer"
 CONSUMER_GROUP = "labelloop-trainer"
-TOPICS = (Topic.LABELS_EVENTS,)
+TOPICS = (Topic.LABELS_EVENTS, Topic.INGEST_EVENTS)  # ingest's: each frame's validated hash
 
 __all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
 
 router = APIRouter(prefix="/api", tags=["models"])
-LabelsEvent = event_union(Topic.LABELS_EVENTS)
+LabelsEvent = event_union(*TOPICS)
 
 
 def register(runtime: Runtime) -> None:
     async def apply(events: Sequence[LabelsEvent]) -> None:  # type: ignore[valid-type]
-        """Count submitted labels; queue a training run for each threshold crossing."""
+        """Keep validated frames and submitted labels; queue a run for each threshold crossing."""
+        frames = [event for event in events if isinstance(event, FrameProcessed)]
+        await asyncio.to_thread(record_frames, frames, runtime.transactions)
+        labels = [e for e in events if isinstance(e, LabelsSubmitted | LabelsThresholdReached)]
         run: list[LabelsSubmitted] = []  # consecutive submissions go in one transaction
-        for event in [*events, None]:
+        for event in [*labels, None]:
             if isinstance(event, LabelsSubmitted):
                 run.append(event)
                 continue

@@ -26,6 +26,7 @@ from labelloop.config import Settings
 from labelloop.messaging.outbox import Outbox, Transactions
 from labelloop.metrics import EPOCHS_PER_SECOND, QUEUE_DEPTH, QUEUE_WAIT, RUN_DURATION
 from schemas.events import (
+    FrameProcessed,
     LabelsSubmitted,
     LabelsThresholdReached,
     TrainingFailed,
@@ -37,6 +38,7 @@ from schemas.topics import Topic
 from trainer.devices import choose_device, visible_gpus
 from trainer.models import ModelVersion, TrainingRequest
 from trainer.projections import (
+    apply_frames_batch,
     apply_labels_batch,
     apply_training_failed,
     apply_training_started,
@@ -69,6 +71,14 @@ def record_labels(events: Sequence[LabelsSubmitted], transactions: Transactions)
     with transactions.unit_of_work(CONSUMER, [event.id for event in events]) as uow:
         fresh = {event.id: event for event in events if event.id not in uow.done}
         apply_labels_batch(uow.session, list(fresh.values()))
+
+
+def record_frames(events: Sequence[FrameProcessed], transactions: Transactions) -> None:
+    """Keep what ingest validated of each frame (its hash): a run trains only on that."""
+    if not events:
+        return
+    with transactions.unit_of_work(CONSUMER, [event.id for event in events]) as uow:
+        apply_frames_batch(uow.session, [event for event in events if event.id not in uow.done])
 
 
 def enqueue(event: LabelsThresholdReached, transactions: Transactions) -> Enqueue | None:

@@ -1,4 +1,5 @@
-"""trainer's tables: the persistent run queue, its copy of the labels, and model versions."""
+"""trainer's tables: the persistent run queue, its copy of the labels and of each frame's
+validated hash, and model versions with the hashes of their files."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ class TrainingRequest(SQLModel, table=True):
     checkpoint_key: str | None = Field(
         default=None, max_length=512, description="A preempted run's last epoch, to resume from."
     )
+    checkpoint_sha256: str | None = Field(
+        default=None, max_length=64, description="The checkpoint's hash when it was written."
+    )
     epochs_done: int = Field(default=0, description="Epochs a preempted run had completed.")
     preemptions: int = Field(default=0, description="Attempts stopped by preemption, not crashes.")
     preempted_by: str | None = Field(
@@ -52,6 +56,20 @@ class TrainingLabel(SQLModel, table=True):
     boxes: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
 
 
+class TrainingFrame(SQLModel, table=True):
+    """What ingest validated of a frame (from ``frame.processed``): a run trains on an object
+    only if its bytes still have this hash."""
+
+    __tablename__ = "training_frames"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    frame: str = Field(primary_key=True, max_length=255)
+    object_key: str = Field(max_length=1024)
+    sha256: str = Field(max_length=64)
+    width: int = Field(description="Displayed width (EXIF orientation applied), as labeled.")
+    height: int
+
+
 class ModelVersionBase(SQLModel):
     version: int = Field(primary_key=True)
     status: str = Field(max_length=16, description="training, published, rejected, failed, retired")
@@ -65,6 +83,10 @@ class ModelVersion(ModelVersionBase, table=True):
     task_id: str = Field(primary_key=True, max_length=64)
     run_id: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=_now)
+    onnx_sha256: str | None = Field(default=None, max_length=64)
+    weights_sha256: str | None = Field(
+        default=None, max_length=64, description="model.pt as registered; checked before reuse."
+    )
 
 
 class ModelVersionPublic(ModelVersionBase):

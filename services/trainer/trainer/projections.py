@@ -1,4 +1,5 @@
-"""trainer's projections: its copy of the labels and the ``model_versions`` registry.
+"""trainer's projections: its copy of the labels, of each frame's validated hash and size, and
+the ``model_versions`` registry (with the hashes of each version's files).
 
 A version row follows its run's events: created (or reset, after a crashed attempt) by the
 run's ``training.started`` at epoch 0, then published, rejected or failed; a preempted
@@ -13,9 +14,10 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from labelloop.db import in_chunks
+from labelloop.db import insert_rows, rows_in
 from labelloop.projections import Projection
 from schemas.events import (
+    FrameProcessed,
     LabelsSubmitted,
     ModelPublished,
     ModelRejected,
@@ -23,7 +25,7 @@ from schemas.events import (
     TrainingPreempted,
     TrainingStarted,
 )
-from trainer.models import ModelVersion, TrainingLabel
+from trainer.models import ModelVersion, TrainingFrame, TrainingLabel
 
 
 def apply_labels_submitted(session: Session, event: LabelsSubmitted) -> None:
@@ -47,18 +49,67 @@ def apply_labels_batch(session: Session, events: Sequence[LabelsSubmitted]) -> N
         frames = [frame for task, frame in latest if task == task_id]
         rows = {
             row.frame: row
-            for chunk in in_chunks(frames)
-            for row in session.exec(
-                select(TrainingLabel).where(
-                    TrainingLabel.task_id == task_id, col(TrainingLabel.frame).in_(chunk)
-                )
+            for row in rows_in(
+                session,
+                TrainingLabel,
+                TrainingLabel.frame,
+                frames,
+                TrainingLabel.task_id == task_id,
             )
         }
-        for frame in frames:
-            boxes = latest[(task_id, frame)]
-            row = rows.get(frame) or TrainingLabel(task_id=task_id, frame=frame, boxes=boxes)
-            row.boxes = boxes
+        for frame, row in rows.items():
+            row.boxes = latest[(task_id, frame)]
             session.add(row)
+        insert_rows(
+            session,
+            TrainingLabel,
+            [
+                {"task_id": task_id, "frame": frame, "boxes": latest[(task_id, frame)]}
+                for frame in frames
+                if frame not in rows
+            ],
+        )
+
+
+def apply_frame_processed(session: Session, event: FrameProcessed) -> None:
+    """What ingest validated of a frame; the first upload wins, as in ingest."""
+    apply_frames_batch(session, [event])
+
+
+def apply_frames_batch(session: Session, events: Sequence[FrameProcessed]) -> None:
+    """:func:`apply_frame_processed` for a batch, with one lookup per task and chunk."""
+    first: dict[tuple[str, str], FrameProcessed] = {}
+    for event in events:
+        first.setdefault((event.data.task_id, event.data.frame), event)
+    for task_id in {task for task, _ in first}:
+        frames = [frame for task, frame in first if task == task_id]
+        known = {
+            row.frame
+            for row in rows_in(
+                session,
+                TrainingFrame,
+                TrainingFrame.frame,
+                frames,
+                TrainingFrame.task_id == task_id,
+            )
+        }
+        insert_rows(
+            session,
+            TrainingFrame,
+            [
+                {
+                    "task_id": task_id,
+                    "frame": frame,
+                    "object_key": data.object_key,
+                    "sha256": data.sha256,
+                    "width": data.width,
+                    "height": data.height,
+                }
+                for frame in frames
+                if frame not in known
+                for data in (first[(task_id, frame)].data,)
+            ],
+        )
 
 
 def _version_of(session: Session, task_id: str, version: int, run_id: str) -> ModelVersion | None:
@@ -97,6 +148,7 @@ def apply_model_published(session: Session, event: ModelPublished) -> None:
             previous.current, previous.status = False, "retired"
             session.add(previous)
     row.status, row.current, row.metrics = "published", True, data.metrics.model_dump()
+    row.onnx_sha256, row.weights_sha256 = data.onnx_sha256, data.weights_sha256
     session.add(row)
 
 
@@ -124,8 +176,9 @@ def apply_training_preempted(session: Session, event: TrainingPreempted) -> None
 
 
 PROJECTION = Projection(
-    tables=("training_labels", "model_versions"),
+    tables=("training_labels", "training_frames", "model_versions"),
     appliers={
+        FrameProcessed: apply_frame_processed,
         LabelsSubmitted: apply_labels_submitted,
         TrainingStarted: apply_training_started,
         ModelPublished: apply_model_published,
@@ -133,4 +186,5 @@ PROJECTION = Projection(
         TrainingFailed: apply_training_failed,
         TrainingPreempted: apply_training_preempted,
     },
+    batch_appliers={FrameProcessed: apply_frames_batch, LabelsSubmitted: apply_labels_batch},
 )

@@ -3,15 +3,35 @@
 A version holds ``model.onnx`` (served), ``model.pt`` (warm start of the next run),
 ``metrics.json`` and ``run.json`` (hyperparameters, seed, dataset hash, code version, device,
 duration). Tasks never share a prefix, so they never share a model.
+
+The sha256 of every file that is loaded again (the ONNX by labeler-assist, ``model.pt`` and
+checkpoints by the trainer) is taken as it is written and travels in the event that announces
+it; a reader uses the file only if its bytes still have that hash
+(:func:`labelloop.integrity.read_verified`, which raises ``NotAsRecorded``), so whoever can
+write to the bucket cannot make the trainer unpickle, or Triton run, a file of their own.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labelloop.integrity import read_verified, sha256_of
 from labelloop.storage import ObjectStore
+
+MAX_ARTIFACT_BYTES = 1024 * 1024 * 1024
+"""A model file read back is at most this (yolov8x's weights are ~130 MB): a replaced file is
+not read past it."""
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """The hashes of a version's files as they were uploaded (None: not uploaded)."""
+
+    onnx_sha256: str | None = None
+    weights_sha256: str | None = None
 
 
 def version_prefix(task_id: str, version: int) -> str:
@@ -36,13 +56,16 @@ def register(
     run: dict[str, Any],
     onnx: Path | None = None,
     weights: Path | None = None,
-) -> None:
-    """Upload a version's files; the ONNX and weights only for a published version."""
+) -> Artifacts:
+    """Upload a version's files (the ONNX and weights only for a published version), and
+    return the hashes of those that will be loaded again."""
     prefix = version_prefix(task_id, version)
-    if onnx is not None:
-        store.put_bytes(prefix + "model.onnx", onnx.read_bytes())
-    if weights is not None:
-        store.put_bytes(prefix + "model.pt", weights.read_bytes())
+    hashes: dict[str, str] = {}
+    for name, path, field in (("model.onnx", onnx, "onnx"), ("model.pt", weights, "weights")):
+        if path is not None:
+            data = path.read_bytes()
+            store.put_bytes(prefix + name, data)
+            hashes[f"{field}_sha256"] = sha256_of(data)
     store.put_bytes(
         prefix + "metrics.json",
         json.dumps(metrics, indent=2).encode(),
@@ -53,9 +76,15 @@ def register(
         json.dumps(run, indent=2, default=str).encode(),
         content_type="application/json",
     )
+    return Artifacts(**hashes)
 
 
-def fetch_weights(store: ObjectStore, task_id: str, version: int, target: Path) -> Path:
+def fetch_weights(
+    store: ObjectStore, task_id: str, version: int, target: Path, *, sha256: str | None
+) -> Path:
+    """A version's ``model.pt`` at ``target``, if it is the file registered (``sha256``)."""
+    key = version_prefix(task_id, version) + "model.pt"
+    data = read_verified(store, key, sha256, max_bytes=MAX_ARTIFACT_BYTES)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(store.get_bytes(version_prefix(task_id, version) + "model.pt"))
+    target.write_bytes(data)
     return target

@@ -1,15 +1,21 @@
 """One training run, in its own process: ``python -m trainer.run <request id>``.
 
-Snapshot the task's labeled frames (object store) and labels (the trainer's copy) into YOLO
-format, train (warm-started from the task's current model when it has one), evaluate at the
-serving confidence, gate, export ONNX, register, and announce the outcome, which commits with
-the version's state in one transaction. A failure is reported as ``training.failed`` with its
-cause; a crash (kill -9) is seen by the scheduler, which retries or reports it.
+Snapshot the task's labeled frames (object store, each checked against the hash ingest
+validated; a frame that differs is left out and run.json says why) and labels (the trainer's
+copy) into YOLO format, train (warm-started from the task's current model when it has one),
+evaluate at the serving confidence, gate, export ONNX, register, and announce the outcome,
+which commits with the version's state in one transaction. A failure is reported as
+``training.failed`` with its cause; a crash (kill -9) is seen by the scheduler, which retries
+or reports it.
+
+Model files are loaded only if they hash to what was recorded when they were written: a
+current version's ``model.pt`` that does not is not warm-started from (the run trains from
+scratch and is gated on the floors alone; run.json says why), and a checkpoint that does not
+is not resumed from (the run starts over).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
@@ -24,12 +30,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from sqlmodel import Session, col, select
 
 from labelloop import __version__
 from labelloop.config import Settings, get_settings
-from labelloop.db import get_engine
+from labelloop.db import get_engine, in_chunks
+from labelloop.integrity import NotAsRecorded, read_verified, sha256_of
 from labelloop.messaging.outbox import Transactions
 from labelloop.storage import ObjectStore
 from labelloop.tasks import Task
@@ -44,14 +50,21 @@ from schemas.events import (
 )
 from schemas.topics import Topic
 from trainer.handlers import SOURCE, fail_run, planned_epochs, progress_event, run_links
-from trainer.models import ModelVersion, TrainingLabel, TrainingRequest
+from trainer.models import ModelVersion, TrainingFrame, TrainingLabel, TrainingRequest
 from trainer.projections import (
     apply_model_published,
     apply_model_rejected,
     apply_training_preempted,
 )
 from trainer.queue import RunStatus
-from trainer.registry import checkpoint_key, fetch_weights, onnx_key, register
+from trainer.registry import (
+    MAX_ARTIFACT_BYTES,
+    Artifacts,
+    checkpoint_key,
+    fetch_weights,
+    onnx_key,
+    register,
+)
 
 log = logging.getLogger("trainer.run")
 SEED = 0
@@ -109,6 +122,15 @@ def main(request_id: str) -> None:
         labels = session.exec(
             select(TrainingLabel).where(TrainingLabel.task_id == request.task_id)
         ).all()
+        frames = {
+            row.frame: row
+            for chunk in in_chunks([label.frame for label in labels])
+            for row in session.exec(
+                select(TrainingFrame).where(
+                    TrainingFrame.task_id == request.task_id, col(TrainingFrame.frame).in_(chunk)
+                )
+            )
+        }
         current = session.exec(
             select(ModelVersion).where(
                 ModelVersion.task_id == request.task_id, col(ModelVersion.current).is_(True)
@@ -119,7 +141,18 @@ def main(request_id: str) -> None:
     workdir = settings.trainer_work_dir / task.id / f"v{request.version}-a{attempt}"
     shutil.rmtree(workdir, ignore_errors=True)
     try:
-        _run(settings, store, transactions, request, task, labels, current, workdir, stop_requested)
+        _run(
+            settings,
+            store,
+            transactions,
+            request,
+            task,
+            labels,
+            frames,
+            current,
+            workdir,
+            stop_requested,
+        )
     except Exception as error:  # every failure is reported, with its cause
         log.exception("run %s failed", request_id)
         with transactions.session() as outbox:
@@ -136,6 +169,7 @@ def _run(
     request: TrainingRequest,
     task: Task,
     labels: Sequence[TrainingLabel],
+    frames: dict[str, TrainingFrame],
     current: ModelVersion | None,
     workdir: Path,
     stop_requested: threading.Event,
@@ -146,16 +180,35 @@ def _run(
     assert request.version is not None
     version, device, attempt = request.version, request.device or "cpu", request.attempts
     started = time.monotonic()
-    dataset = _snapshot(store, task, labels, workdir / "data")
-    incumbent = None
+    max_frame_bytes = settings.ingest_max_frame_bytes
+    dataset = _snapshot(store, task, labels, frames, workdir / "data", max_frame_bytes)
+    incumbent, warm_start_refused = None, None
     if current is not None:
-        incumbent = fetch_weights(store, task.id, current.version, workdir / "base.pt")
+        try:
+            incumbent = fetch_weights(
+                store, task.id, current.version, workdir / "base.pt", sha256=current.weights_sha256
+            )
+        except NotAsRecorded as refused:
+            warm_start_refused = f"v{current.version}'s weights refused: {refused}"
+            log.error("run %s: %s; training from scratch", request.id, warm_start_refused)
     epochs = planned_epochs(settings, warm_start=incumbent is not None)
     start_from, done_before = incumbent, 0
+    resume_refused = None
     if request.checkpoint_key:  # a preempted run resumes from its last epoch
-        start_from = workdir / "resume.pt"
-        start_from.write_bytes(store.get_bytes(request.checkpoint_key))
-        done_before = min(request.epochs_done, epochs - 1)
+        try:
+            checkpoint = read_verified(
+                store,
+                request.checkpoint_key,
+                request.checkpoint_sha256,
+                max_bytes=MAX_ARTIFACT_BYTES,
+            )
+        except NotAsRecorded as refused:
+            resume_refused = f"checkpoint refused: {refused}"
+            log.error("run %s: %s; starting over", request.id, resume_refused)
+        else:
+            start_from = workdir / "resume.pt"
+            start_from.write_bytes(checkpoint)
+            done_before = min(request.epochs_done, epochs - 1)
 
     on_epoch = _progress(transactions, request, attempt, device, done_before)
     try:
@@ -196,6 +249,8 @@ def _run(
             "warm_start_from": current.version if current else None,
             "resumed_after_epoch": done_before or None,
             "serve_conf": settings.serve_conf,
+            "warm_start_refused": warm_start_refused,
+            "resume_refused": resume_refused,
         },
         "seed": SEED,
         "dataset": asdict(dataset) | {"root": str(dataset.root)},
@@ -207,7 +262,7 @@ def _run(
     metric_values = _metric_dict(metrics)
     if reason is None:
         onnx = training.export_onnx(outcome.weights, imgsz=settings.model_imgsz)
-        register(
+        artifacts = register(
             store,
             task.id,
             version,
@@ -217,8 +272,8 @@ def _run(
             weights=outcome.weights,
         )
     else:
-        register(store, task.id, version, metrics=metric_values, run=run)
-    _finish(transactions, request.id, attempt, metric_values, current_metrics, reason)
+        artifacts = register(store, task.id, version, metrics=metric_values, run=run)
+    _finish(transactions, request.id, attempt, metric_values, current_metrics, reason, artifacts)
 
 
 def _progress(
@@ -242,24 +297,45 @@ def _progress(
     return on_epoch
 
 
-def _snapshot(store: ObjectStore, task: Task, labels: Sequence[TrainingLabel], folder: Path) -> Any:
-    """The task's labeled frames (object store) and labels (the trainer's copy) in YOLO format."""
+def _snapshot(
+    store: ObjectStore,
+    task: Task,
+    labels: Sequence[TrainingLabel],
+    frames: dict[str, TrainingFrame],
+    folder: Path,
+    max_frame_bytes: int,
+) -> Any:
+    """The task's labeled frames and labels (the trainer's copies) in YOLO format.
+
+    A frame trains only as ingest validated it: its object is read no further than the size
+    limit and must hash to the sha256 of its ``frame.processed``; one replaced since is left
+    out, logged, and listed with its reason in the dataset's ``skipped`` (run.json).
+    """
     from trainer import training
 
-    items = []
+    items, skipped = [], []
     for row in labels:
-        image = store.get_bytes(f"tasks/{task.id}/data/{row.frame}")
-        width, height = Image.open(io.BytesIO(image)).size
+        frame = frames.get(row.frame)
+        try:
+            if frame is None:
+                raise NotAsRecorded(
+                    f"tasks/{task.id}/data/{row.frame}", "the trainer has no validated record of it"
+                )
+            image = read_verified(store, frame.object_key, frame.sha256, max_bytes=max_frame_bytes)
+        except NotAsRecorded as refused:
+            log.warning("task %s: frame %s left out: %s", task.id, row.frame, refused.reason)
+            skipped.append((row.frame, refused.reason))
+            continue
         items.append(
             training.LabeledFrame(
                 name=row.frame,
                 image=image,
-                width=width,
-                height=height,
+                width=frame.width,
+                height=frame.height,
                 boxes=[(b["label"], b["x"], b["y"], b["w"], b["h"]) for b in row.boxes],
             )
         )
-    return training.write_dataset(folder, items, list(task.labels), seed=SEED)
+    return training.write_dataset(folder, items, list(task.labels), seed=SEED, skipped=skipped)
 
 
 def _requeue_preempted(
@@ -278,7 +354,8 @@ def _requeue_preempted(
             return
         assert request is not None and request.version is not None
         key = checkpoint_key(request.task_id, request.id)
-        store.put_bytes(key, stopped.checkpoint.read_bytes())
+        checkpoint = stopped.checkpoint.read_bytes()
+        store.put_bytes(key, checkpoint)
         preempted = TrainingPreempted.create(
             TrainingPreemptedData(
                 task_id=request.task_id,
@@ -287,6 +364,7 @@ def _requeue_preempted(
                 epochs_done=epochs_done,
                 epochs=epochs,
                 checkpoint_key=key,
+                checkpoint_sha256=sha256_of(checkpoint),
                 preempted_by=request.preempted_by or "",
             ),
             source=SOURCE,
@@ -298,6 +376,7 @@ def _requeue_preempted(
         outbox.emit(preempted, Topic.TRAINER_EVENTS)
         request.status, request.owner, request.version = RunStatus.QUEUED, None, None
         request.checkpoint_key, request.epochs_done = key, epochs_done
+        request.checkpoint_sha256 = preempted.data.checkpoint_sha256
         request.preemptions += 1
         request.preempted_by = None
         outbox.session.add(request)
@@ -327,6 +406,7 @@ def _finish(
     metrics: dict[str, float],
     current_metrics: Any,
     reason: str | None,
+    artifacts: Artifacts,
 ) -> None:
     with transactions.session() as outbox:
         session = outbox.session
@@ -344,6 +424,8 @@ def _finish(
                     version=request.version,
                     metrics=model_metrics,
                     onnx_key=onnx_key(request.task_id, request.version),
+                    onnx_sha256=artifacts.onnx_sha256,
+                    weights_sha256=artifacts.weights_sha256,
                 ),
                 source=SOURCE,
                 key=(request.task_id, request.version),
@@ -372,7 +454,7 @@ def _finish(
             apply_model_rejected(session, rejected)
             outbox.emit(rejected, Topic.TRAINER_EVENTS)
         request.status, request.finished_at = RunStatus.DONE, datetime.now(UTC)
-        request.checkpoint_key = None
+        request.checkpoint_key, request.checkpoint_sha256 = None, None
         session.add(request)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import io
 import json
 import os
 import re
@@ -25,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from labelloop.images import DecodedFrame, UnusableImage, decode_frame
+
 if TYPE_CHECKING:
     from ultralytics import YOLO
 
@@ -34,7 +35,13 @@ Xyxy = tuple[float, ...]
 
 FIRST_MODEL = "yolov8n.yaml"
 """Built from its YAML (random weights): a hub checkpoint would need a download."""
-IMAGE_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png"}
+DATASET_SUFFIX = ".png"
+"""A frame is written as 8-bit RGB PNG in its displayed orientation (labelloop.images), so
+Ultralytics never sees the original format or its EXIF: what trains is what serving decodes.
+An 8-bit RGB JPEG or PNG without rotation or transparency is already that and keeps its bytes
+(:data:`STORED_SUFFIXES`)."""
+STORED_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png"}
+IMAGE_SUFFIXES = frozenset({DATASET_SUFFIX, *STORED_SUFFIXES.values()})
 MATCH_IOU = 0.5
 
 
@@ -44,9 +51,10 @@ class LabeledFrame:
 
     name: str
     image: bytes
-    """Encoded JPEG or PNG."""
+    """The frame's bytes as ingest validated them (any format ingest accepts)."""
     width: int
     height: int
+    """The displayed size ingest recorded, which the boxes are in."""
     boxes: Sequence[BoxTuple]
 
 
@@ -60,6 +68,8 @@ class DatasetInfo:
     train_count: int
     val_count: int
     dataset_hash: str
+    skipped: tuple[tuple[str, str], ...] = ()
+    """``(frame, reason)`` of each labeled frame left out, so run.json says what did not train."""
 
 
 class TrainingStopped(Exception):
@@ -103,14 +113,16 @@ def write_dataset(
     *,
     val_fraction: float = 0.2,
     seed: int = 0,
+    skipped: Sequence[tuple[str, str]] = (),
 ) -> DatasetInfo:
     """Write ``items`` as a YOLO dataset under the empty folder ``root``.
 
+    Each image is decoded as serving decodes it (:func:`labelloop.images.decode_frame`) and
+    written as RGB PNG; a frame that does not decode to the size its boxes were drawn on is
+    left out and listed in ``skipped`` with its reason, after those the caller passes in.
     A frame goes to val when a hash of ``seed`` and its name falls under ``val_fraction``: the
     split of a frame never changes as the task grows, so no val frame leaks into a later train.
     """
-    if len(items) < 2:
-        raise ValueError("a dataset needs at least 2 frames (one to train on, one to validate)")
     if not 0 < val_fraction < 1:
         raise ValueError("val_fraction must lie strictly between 0 and 1")
     names = [item.name for item in items]
@@ -118,6 +130,31 @@ def write_dataset(
         raise ValueError("frame names must be unique")
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} is not empty; stale files would join the dataset")
+    left_out = list(skipped)
+    staging = root / "decoded"  # one decoded frame in memory at a time, each written once
+    staging.mkdir(parents=True, exist_ok=True)
+    usable = []
+    staged: dict[str, Path] = {}
+    for item in items:
+        decoded = _decode(item)
+        if isinstance(decoded, str):
+            left_out.append((item.name, decoded))
+            continue
+        stem = _file_stem(item.name)
+        if decoded.as_stored:
+            staged[item.name] = staging / (stem + STORED_SUFFIXES[decoded.format])
+            staged[item.name].write_bytes(item.image)
+        else:  # compress_level 1: several times faster than the default, and still lossless
+            staged[item.name] = staging / (stem + DATASET_SUFFIX)
+            decoded.image.save(staged[item.name], compress_level=1)
+        usable.append(item)
+    items = usable
+    if len(items) < 2:
+        why = "; ".join(f"{name}: {reason}" for name, reason in left_out)
+        raise ValueError(
+            "a dataset needs at least 2 frames (one to train on, one to validate)"
+            + (f"; left out: {why}" if why else "")
+        )
 
     draws = {item.name: _split_draw(item.name, seed) for item in items}
     val = {name for name, draw in draws.items() if draw < val_fraction}
@@ -131,16 +168,14 @@ def write_dataset(
         split = "val" if item.name in val else "train"
         lines = _yolo_lines(item, labels)
         stem = _file_stem(item.name)
-        suffix = _image_suffix(item)
-        for folder, name, data in (
-            ("images", stem + suffix, item.image),
-            ("labels", stem + ".txt", "".join(line + "\n" for line in lines).encode()),
-        ):
-            path = root / folder / split / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+        label_text = "".join(line + "\n" for line in lines).encode()
+        for folder in ("images", "labels"):
+            (root / folder / split).mkdir(parents=True, exist_ok=True)
+        staged[item.name].replace(root / "images" / split / staged[item.name].name)
+        (root / "labels" / split / (stem + ".txt")).write_bytes(label_text)
         record = [item.name, split, hashlib.sha256(item.image).hexdigest(), lines]
         digest.update(json.dumps(record).encode())
+    shutil.rmtree(staging)
 
     root = root.resolve()
     data_yaml = root / "data.yaml"
@@ -163,6 +198,7 @@ def write_dataset(
         train_count=len(items) - len(val),
         val_count=len(val),
         dataset_hash=digest.hexdigest(),
+        skipped=tuple(left_out),
     )
 
 
@@ -178,15 +214,19 @@ def _file_stem(name: str) -> str:
     return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
 
 
-def _image_suffix(item: LabeledFrame) -> str:
-    """Ultralytics finds images by suffix, and labels are only right for the declared size."""
-    with Image.open(io.BytesIO(item.image)) as image:
-        fmt, size = image.format, image.size
-    if fmt not in IMAGE_SUFFIXES:
-        raise ValueError(f"{item.name}: {fmt} image, expected one of {sorted(IMAGE_SUFFIXES)}")
-    if size != (item.width, item.height):
-        raise ValueError(f"{item.name}: image is {size}, declared {(item.width, item.height)}")
-    return IMAGE_SUFFIXES[fmt]
+def _decode(item: LabeledFrame) -> DecodedFrame | str:
+    """The frame's displayed RGB pixels, or why it cannot train: labels are only right for the
+    size they were drawn on (a frame ingested before EXIF orientation was applied may differ)."""
+    try:
+        decoded = decode_frame(item.image)
+    except UnusableImage as unusable:
+        return f"{unusable.code}: {unusable.reason}"
+    if decoded.image.size != (item.width, item.height):
+        return (
+            f"decodes to {decoded.width}x{decoded.height}, but its labels were drawn on "
+            f"{item.width}x{item.height} (as declared)"
+        )
+    return decoded
 
 
 def _yolo_lines(item: LabeledFrame, labels: list[str]) -> list[str]:
@@ -380,8 +420,9 @@ def evaluate(
     """mAP on the val split, and precision/recall of what labellers would see at ``conf``."""
     _prepare_ultralytics(weights.resolve().parent / "ultralytics-config")
     model = import_yolo()(str(weights))
-    suffixes = set(IMAGE_SUFFIXES.values())
-    images = sorted(p for p in (dataset.root / "images" / "val").iterdir() if p.suffix in suffixes)
+    images = sorted(
+        p for p in (dataset.root / "images" / "val").iterdir() if p.suffix in IMAGE_SUFFIXES
+    )
     with _cpu_threads(model, device), tempfile.TemporaryDirectory() as scratch:
         summary = model.val(
             data=str(dataset.data_yaml),

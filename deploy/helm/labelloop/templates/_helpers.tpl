@@ -153,6 +153,7 @@ LABELLOOP_KAFKA_TOPIC_PREFIX: {{ .Values.kafka.topicPrefix | quote }}
 LABELLOOP_KAFKA_GROUP_PREFIX: {{ .Values.kafka.groupPrefix | quote }}
 LABELLOOP_KAFKA_PARTITIONS: {{ .Values.kafka.partitions | quote }}
 LABELLOOP_KAFKA_REPLICATION_FACTOR: {{ .Values.kafka.replicationFactor | quote }}
+{{ include "labelloop.kafkaConfig" . }}
 LABELLOOP_S3_ENDPOINT: {{ required "s3.endpoint is required" .Values.s3.endpoint | quote }}
 LABELLOOP_S3_SECURE: {{ .Values.s3.secure | quote }}
 LABELLOOP_S3_BUCKET: {{ .Values.s3.bucket | quote }}
@@ -188,10 +189,117 @@ LABELLOOP_CACHE_DIR: /tmp/labelloop-cache
       name: {{ include "labelloop.authSecret" . }}
       key: {{ .Values.auth.adminTokenKey }}
 {{ include "labelloop.databaseEnv" . }}
+{{- include "labelloop.kafkaEnv" . }}
 {{- end -}}
 
 {{/* Is this consumer's Deployment sized by KEDA or an HPA (so it must not set replicas)? */}}
 {{- define "labelloop.autoscaled" -}}
 {{- $svc := index . 1 -}}
 {{- if and (ne (index . 2) "trainer") $svc.autoscaling $svc.autoscaling.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* Kafka security ---------------------------------------------------------------------- */}}
+
+{{- define "labelloop.kafkaSasl" -}}
+{{- if hasPrefix "SASL_" .Values.kafka.securityProtocol -}}true{{- end -}}
+{{- end -}}
+
+{{- define "labelloop.kafkaTls" -}}
+{{- if hasSuffix "SSL" .Values.kafka.securityProtocol -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Kafka password's key: passwordKey in kafka.sasl.existingSecret; in the chart-made
+Secret its own key, since the database password's default key is also `password`. */}}
+{{- define "labelloop.kafkaPasswordKey" -}}
+{{- ternary .Values.kafka.sasl.passwordKey "kafka-password" (not (empty .Values.kafka.sasl.existingSecret)) -}}
+{{- end -}}
+
+{{/* Files mounted from kafka.tls's Secrets (one projected volume). */}}
+{{- define "labelloop.kafkaTlsDir" -}}/etc/labelloop/kafka{{- end -}}
+
+{{- define "labelloop.kafkaTlsVolume" -}}
+{{- if or .Values.kafka.tls.caSecret .Values.kafka.tls.clientSecret -}}true{{- end -}}
+{{- end -}}
+
+{{/* Refuse at install time what the services would refuse at start (labelloop/config.py). */}}
+{{- define "labelloop.kafkaChecks" -}}
+{{- $k := .Values.kafka -}}
+{{- $tls := include "labelloop.kafkaTls" . -}}
+{{- if and (include "labelloop.kafkaSasl" .) (not $k.sasl.username) -}}
+{{- fail (printf "kafka.sasl.username is required with kafka.securityProtocol=%s" $k.securityProtocol) -}}
+{{- end -}}
+{{- if and (not $tls) (or $k.tls.caSecret $k.tls.clientSecret) -}}
+{{- fail (printf "kafka.tls Secrets are given but kafka.securityProtocol=%s uses no TLS: use SSL or SASL_SSL" $k.securityProtocol) -}}
+{{- end -}}
+{{- $authenticated := or (include "labelloop.kafkaSasl" .) $k.tls.clientSecret -}}
+{{- if and (eq .Values.environment "cluster") (not $authenticated) (not $k.allowUnauthenticated) -}}
+{{- fail (printf "kafka.securityProtocol=%s authenticates no client, so any pod that reaches the brokers can forge labelloop's events: use SASL_SSL (kafka.sasl.*) or SSL with kafka.tls.clientSecret, or set kafka.allowUnauthenticated=true for a broker its own NetworkPolicies restrict" $k.securityProtocol) -}}
+{{- end -}}
+{{- if and (eq .Values.environment "cluster") (eq $k.securityProtocol "SASL_PLAINTEXT") (eq $k.sasl.mechanism "PLAIN") -}}
+{{- fail "kafka.sasl.mechanism=PLAIN over SASL_PLAINTEXT sends the password in clear: use SASL_SSL or SCRAM" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Non-secret Kafka settings (the ConfigMap). */}}
+{{- define "labelloop.kafkaConfig" -}}
+{{- $k := .Values.kafka -}}
+{{- $dir := include "labelloop.kafkaTlsDir" . -}}
+LABELLOOP_KAFKA_SECURITY_PROTOCOL: {{ $k.securityProtocol | quote }}
+LABELLOOP_KAFKA_ALLOW_UNAUTHENTICATED: {{ $k.allowUnauthenticated | quote }}
+{{- if include "labelloop.kafkaSasl" . }}
+LABELLOOP_KAFKA_SASL_MECHANISM: {{ $k.sasl.mechanism | quote }}
+{{- end }}
+{{- if $k.tls.caSecret }}
+LABELLOOP_KAFKA_SSL_CAFILE: {{ printf "%s/ca.crt" $dir | quote }}
+{{- end }}
+{{- if $k.tls.clientSecret }}
+LABELLOOP_KAFKA_SSL_CERTFILE: {{ printf "%s/tls.crt" $dir | quote }}
+LABELLOOP_KAFKA_SSL_KEYFILE: {{ printf "%s/tls.key" $dir | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Kafka credentials as env entries: the username as a value (KEDA's TriggerAuthentication
+reads it from the scale target's container), the password only by secretKeyRef. */}}
+{{- define "labelloop.kafkaEnv" -}}
+{{- if include "labelloop.kafkaSasl" . }}
+- name: LABELLOOP_KAFKA_SASL_USERNAME
+  value: {{ .Values.kafka.sasl.username | quote }}
+- name: LABELLOOP_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "labelloop.secretFor" (list . .Values.kafka.sasl.existingSecret "kafka.sasl") }}
+      key: {{ include "labelloop.kafkaPasswordKey" . }}
+{{- end }}
+{{- end -}}
+
+{{- define "labelloop.kafkaVolumeMounts" -}}
+{{- if include "labelloop.kafkaTlsVolume" . }}
+- name: kafka-tls
+  mountPath: {{ include "labelloop.kafkaTlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "labelloop.kafkaVolumes" -}}
+{{- $t := .Values.kafka.tls -}}
+{{- if include "labelloop.kafkaTlsVolume" . }}
+- name: kafka-tls
+  projected:
+    # Readable by the pod's fsGroup only.
+    defaultMode: 0440
+    sources:
+      {{- if $t.caSecret }}
+      - secret:
+          name: {{ $t.caSecret }}
+          items:
+            - {key: {{ $t.caKey }}, path: ca.crt}
+      {{- end }}
+      {{- if $t.clientSecret }}
+      - secret:
+          name: {{ $t.clientSecret }}
+          items:
+            - {key: {{ $t.certKey }}, path: tls.crt}
+            - {key: {{ $t.keyKey }}, path: tls.key}
+      {{- end }}
+{{- end }}
 {{- end -}}

@@ -1,0 +1,223 @@
+"""``make bench``'s ``scale`` section: tasks of 1,000, 10,000 and 100,000 small frames.
+
+Each size runs on a deployment of its own: every service in its own process (as pods are),
+a fresh SQLite database and topics of its own, on the running stack's Kafka and object store
+(it reads the store's shared notification topic with consumer groups of its own). The frames
+(~1 KB JPEGs, all distinct) are PUT straight to the store by 16 threads, then the manifest;
+what is measured:
+
+* last upload → ``task.jobs-ready`` (read from the database the services write);
+* ingest's pace: frames recorded per second between the first and the last frame's outcome;
+* each service's peak memory (the kernel's high-water mark of its resident set, ``VmHWM``);
+* the task's rows (frames, jobs) and the events recorded for it.
+
+Cost should grow linearly with the frame count and memory stay flat; the figures say whether
+it does.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image
+from rich.console import Console
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from labelloop.config import Settings
+from labelloop.db import get_engine
+from labelloop.stack.base import free_port
+from labelloop.storage import ObjectStore
+from schemas.topics import Topic
+
+SIZES = (1_000, 10_000, 100_000)
+SERVICES = ("api", "ingest", "jobgen", "webhooks", "labeler-assist", "trainer")
+UPLOAD_THREADS = 16
+
+
+def tiny_frame(index: int) -> bytes:
+    """A distinct ~1 KB JPEG."""
+    image = Image.new("RGB", (48, 36), (index % 251, (index // 251) % 251, 40))
+    image.putpixel((index % 48, (index // 48) % 36), (255, 255, 255))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's resident-set high-water mark, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+@contextmanager
+def deployment(settings: Settings, folder: Path) -> Iterator[tuple[Settings, dict[str, int]]]:
+    """Every service in its own process on a database and topics of their own; yields the
+    deployment's settings and each service's pid."""
+    prefix = f"scale{uuid.uuid4().hex[:8]}."
+    scoped = settings.model_copy(
+        update={
+            "kafka_topic_prefix": prefix,
+            "kafka_group_prefix": prefix,
+            "kafka_storage_topic": settings.topic(Topic.STORAGE_OBJECTS),
+            "database_url": f"sqlite:///{folder}/scale.db",
+            "api_port": free_port(),
+        }
+    )
+    base_env = {**os.environ, **scoped.as_env()}
+    pids: dict[str, int] = {}
+    with ExitStack() as stack:
+        for name in SERVICES:
+            env = {**base_env}
+            if name != "api":
+                env["LABELLOOP_API_PORT"] = str(free_port())
+            log = stack.enter_context((folder / f"{name}.log").open("ab"))
+            process = subprocess.Popen(
+                [sys.executable, "-m", "labelloop", "serve", "--service", name],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            stack.callback(_stop, process)
+            pids[name] = process.pid
+            _wait_ready(f"http://127.0.0.1:{env['LABELLOOP_API_PORT']}/healthz", process)
+        yield scoped, pids
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"a service exited with {process.returncode} while starting")
+        try:
+            if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{url} not ready after {timeout_s:.0f} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _one_size(settings: Settings, frames: int, console: Console) -> dict[str, Any]:
+    from ingest.models import Frame
+    from jobgen.models import Job
+    from labelloop.messaging.outbox import OutboxMessage
+    from labelloop.timeline import EventRecord
+
+    with tempfile.TemporaryDirectory() as tmp, deployment(settings, Path(tmp)) as (scoped, pids):
+        api = f"http://127.0.0.1:{scoped.api_port}"
+        headers = {"Authorization": f"Bearer {scoped.admin_token}"}
+        with httpx.Client(base_url=api, headers=headers, timeout=60, trust_env=False) as client:
+            answer = client.post(
+                "/api/tasks",
+                json={"name": f"scale-{frames}", "labels": ["box"], "segment_size": 500},
+            )
+            answer.raise_for_status()
+            task_id = answer.json()["id"]
+        store = ObjectStore.from_settings(scoped)
+        names = [f"f{index:06d}.jpg" for index in range(frames)]
+        blobs = [tiny_frame(index) for index in range(frames)]
+        console.log(f"scale: {frames} frames ({sum(map(len, blobs)) / frames:.0f} B each)")
+        started = time.monotonic()
+        with ThreadPoolExecutor(UPLOAD_THREADS) as uploaders:
+            list(
+                uploaders.map(
+                    lambda pair: store.put_bytes(f"tasks/{task_id}/data/{pair[0]}", pair[1]),
+                    zip(names, blobs, strict=True),
+                )
+            )
+        store.put_bytes(f"tasks/{task_id}/manifest.json", json.dumps({"files": names}).encode())
+        uploaded = time.monotonic()
+        engine = get_engine(scoped.database_url)
+        deadline = uploaded + 3600
+        ready_at = None
+        while time.monotonic() < deadline:
+            with Session(engine) as session:
+                ready = session.exec(
+                    select(func.count())
+                    .select_from(EventRecord)
+                    .where(
+                        EventRecord.task_id == task_id,
+                        EventRecord.type == "io.labelloop.task.jobs-ready.v1",
+                    )
+                ).one()
+            if ready:
+                ready_at = time.monotonic()
+                break
+            time.sleep(0.25)
+        if ready_at is None:
+            raise RuntimeError(f"task of {frames} frames not ready an hour after its upload")
+        memory = {name: peak_rss_mb(pid) for name, pid in pids.items()}
+        with Session(engine) as session:
+            first, last = session.exec(
+                select(func.min(Frame.processed_at), func.max(Frame.processed_at)).where(
+                    Frame.task_id == task_id
+                )
+            ).one()
+            frame_rows = session.exec(
+                select(func.count()).select_from(Frame).where(Frame.task_id == task_id)
+            ).one()
+            jobs = session.exec(
+                select(func.count()).select_from(Job).where(Job.task_id == task_id)
+            ).one()
+            events = session.exec(select(func.count()).select_from(OutboxMessage)).one()
+            logged = session.exec(
+                select(func.count()).select_from(EventRecord).where(EventRecord.task_id == task_id)
+            ).one()
+        engine.dispose()
+    span_s = (last - first).total_seconds() if first and last and last > first else 0.0
+    return {
+        "frames": frames,
+        "upload_s": round(uploaded - started, 1),
+        "upload_frames_per_s": round(frames / (uploaded - started), 1),
+        "last_upload_to_jobs_ready_s": round(ready_at - uploaded, 2),
+        "first_upload_to_jobs_ready_s": round(ready_at - started, 1),
+        "ingest_frames_per_s": round((frames - 1) / span_s, 1) if span_s else None,
+        "peak_rss_mb": memory,
+        "rows": {"frames": frame_rows, "jobs": jobs, "events_recorded": events},
+        "timeline_events": logged,
+        "ms_per_frame_end_to_end": round((ready_at - started) * 1000 / frames, 3),
+    }
+
+
+def bench_scale(settings: Settings, console: Console) -> dict[str, Any]:
+    """The curve over :data:`SIZES` (``LABELLOOP_BENCH_SCALE_SIZES`` overrides, comma-separated)."""
+    sizes = (
+        tuple(
+            int(size)
+            for size in os.environ.get("LABELLOOP_BENCH_SCALE_SIZES", "").split(",")
+            if size
+        )
+        or SIZES
+    )
+    runs = [_one_size(settings, frames, console) for frames in sizes]
+    return {
+        "runs": runs,
+        "services": list(SERVICES),
+        "frame_bytes": "~1 KB JPEG (48x36)",
+        "note": "each size on fresh service processes; memory is each process's VmHWM",
+    }
