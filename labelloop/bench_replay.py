@@ -118,6 +118,8 @@ def bench_replay(settings: Settings, console: Console) -> dict[str, Any]:
         "events": produced,
         "database": "sqlite",
         "events_per_s": round(first.events_per_s, 1),
+        "applying_events_per_s": round(first.applying_events_per_s, 1),
+        "required_events_per_s": 10_000,
         "seconds": round(first.seconds, 2),
         "already_applied_events_per_s": round(again.events_per_s, 1),
     }

@@ -3,7 +3,7 @@
 Each size runs on a deployment of its own: every service in its own process (as pods are),
 a fresh SQLite database and topics of its own, on the running stack's Kafka and object store
 (it reads the store's shared notification topic with consumer groups of its own). The frames
-(~1 KB JPEGs, all distinct) are PUT straight to the store by 16 threads, then the manifest;
+(~1 KB JPEGs, all distinct) are PUT straight to the store by 10 threads, then the manifest;
 what is measured:
 
 * last upload → ``task.jobs-ready`` (read from the database the services write);
@@ -17,6 +17,7 @@ it does.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -39,13 +40,15 @@ from sqlmodel import Session, select
 
 from labelloop.config import Settings
 from labelloop.db import get_engine
+from labelloop.messaging.security import kafka_client_options
 from labelloop.stack.base import free_port
 from labelloop.storage import ObjectStore
 from schemas.topics import Topic
 
 SIZES = (1_000, 10_000, 100_000)
 SERVICES = ("api", "ingest", "jobgen", "webhooks", "labeler-assist", "trainer")
-UPLOAD_THREADS = 16
+UPLOAD_THREADS = 10
+"""As many as the store client's connection pool holds (urllib3's default of 10)."""
 
 
 def tiny_frame(index: int) -> bytes:
@@ -65,6 +68,38 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+async def _skip_history(settings: Settings) -> None:
+    """Commit the end of the shared notification topic for the deployment's ingest group, so
+    it starts with this run's uploads instead of every notification the store ever sent."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from ingest.app import CONSUMER_GROUP
+
+    topic = settings.topic(Topic.STORAGE_OBJECTS)
+    consumer = AIOKafkaConsumer(
+        **kafka_client_options(settings),
+        group_id=settings.consumer_group(CONSUMER_GROUP),
+        enable_auto_commit=False,
+    )
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
+    if not partitions:
+        return
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.commit({tp: offset for tp, offset in ends.items()})
+    finally:
+        await consumer.stop()
+
+
 @contextmanager
 def deployment(settings: Settings, folder: Path) -> Iterator[tuple[Settings, dict[str, int]]]:
     """Every service in its own process on a database and topics of their own; yields the
@@ -79,6 +114,7 @@ def deployment(settings: Settings, folder: Path) -> Iterator[tuple[Settings, dic
             "api_port": free_port(),
         }
     )
+    asyncio.run(_skip_history(scoped))
     base_env = {**os.environ, **scoped.as_env()}
     pids: dict[str, int] = {}
     with ExitStack() as stack:
@@ -204,20 +240,46 @@ def _one_size(settings: Settings, frames: int, console: Console) -> dict[str, An
     }
 
 
+def plot(runs: list[dict[str, Any]], path: Path) -> Path | None:
+    """The curve as an SVG: time to ``task.jobs-ready`` and each service's peak memory against
+    the frame count (log axes); None without matplotlib (it comes with the trainer's extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    sizes = [run["frames"] for run in runs]
+    figure, (times, memory) = plt.subplots(1, 2, figsize=(10, 4))
+    ready = [run["first_upload_to_jobs_ready_s"] for run in runs]
+    times.plot(sizes, ready, "o-", label="first upload → jobs-ready")
+    times.plot(sizes, [run["upload_s"] for run in runs], "s--", label="upload (10 threads)")
+    times.set(xscale="log", yscale="log", xlabel="frames in the task", ylabel="seconds")
+    times.legend()
+    for service in SERVICES:
+        memory.plot(sizes, [run["peak_rss_mb"][service] for run in runs], "o-", label=service)
+    memory.set(xscale="log", xlabel="frames in the task", ylabel="peak RSS (MiB)", ylim=(0, None))
+    memory.legend(fontsize="small")
+    figure.suptitle("labelloop: one task of N frames, each service in its own process")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
 def bench_scale(settings: Settings, console: Console) -> dict[str, Any]:
-    """The curve over :data:`SIZES` (``LABELLOOP_BENCH_SCALE_SIZES`` overrides, comma-separated)."""
-    sizes = (
-        tuple(
-            int(size)
-            for size in os.environ.get("LABELLOOP_BENCH_SCALE_SIZES", "").split(",")
-            if size
-        )
-        or SIZES
-    )
+    """The curve over :data:`SIZES` (``LABELLOOP_BENCH_SCALE_SIZES`` overrides, comma-separated);
+    its plot is written to ``var/bench-scale.svg``."""
+    configured = os.environ.get("LABELLOOP_BENCH_SCALE_SIZES", "")
+    sizes = tuple(int(size) for size in configured.split(",") if size) or SIZES
     runs = [_one_size(settings, frames, console) for frames in sizes]
+    drawn = plot(runs, settings.var_dir / "bench-scale.svg")
     return {
         "runs": runs,
         "services": list(SERVICES),
         "frame_bytes": "~1 KB JPEG (48x36)",
         "note": "each size on fresh service processes; memory is each process's VmHWM",
+        "plot": str(drawn) if drawn else None,
     }

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlmodel import Session, col, select
 
 from ingest.models import Frame
+from labelloop.db import insert_rows, rows_in
 from labelloop.projections import Projection
 from schemas.events import FrameProcessed, FrameRejected
 
@@ -47,35 +49,75 @@ def apply_frame_outcomes(
 
 
 def apply_frame_events(session: Session, events: Sequence[FrameProcessed | FrameRejected]) -> None:
-    """Frame events of any tasks in order (a replay's batch): :func:`apply_frame_outcomes`
-    per task."""
+    """Frame events of any tasks in order (a replay's batch), as the single appliers would:
+    frames already stored change through them, new ones are built as rows and inserted in
+    bulk."""
     by_task: dict[str, list[FrameProcessed | FrameRejected]] = {}
     for event in events:
         by_task.setdefault(event.data.task_id, []).append(event)
     for task_id, task_events in by_task.items():
-        apply_frame_outcomes(session, task_id, task_events)
+        names = {event.data.frame for event in task_events}
+        stored = {
+            frame.name: frame
+            for frame in rows_in(session, Frame, Frame.name, names, Frame.task_id == task_id)
+        }
+        new: dict[str, dict[str, Any]] = {}
+        for event in task_events:
+            name = event.data.frame
+            if name in stored:
+                if isinstance(event, FrameProcessed):
+                    _processed(session, stored[name], event)
+                else:
+                    _rejected(session, stored[name], event)
+            elif isinstance(event, FrameProcessed):
+                new.setdefault(name, _processed_row(event))  # the first outcome wins
+            else:
+                new[name] = {**new.get(name, _rejected_row(event)), **_rejection(event)}
+        insert_rows(session, Frame, list(new.values()))
+
+
+def _processed_row(event: FrameProcessed) -> dict[str, Any]:
+    data = event.data
+    return {
+        **_EMPTY_ROW,
+        **data.model_dump(exclude={"frame"}),
+        "name": data.frame,
+        "status": "processed",
+        "processed_at": event.time,
+    }
+
+
+def _rejected_row(event: FrameRejected) -> dict[str, Any]:
+    data = event.data
+    return {
+        **_EMPTY_ROW,
+        "task_id": data.task_id,
+        "name": data.frame,
+        "object_key": data.object_key,
+        "processed_at": event.time,
+    }
+
+
+def _rejection(event: FrameRejected) -> dict[str, Any]:
+    return {"status": "rejected", "code": event.data.code, "reason": event.data.reason}
+
+
+_EMPTY_ROW: dict[str, Any] = dict.fromkeys(Frame.model_fields)
+"""Every column, so rows built from either event insert together."""
 
 
 def _processed(session: Session, frame: Frame | None, event: FrameProcessed) -> Frame:
     if frame is None:
-        data = event.data
-        fields = data.model_dump(exclude={"frame"})
-        frame = Frame(**fields, name=data.frame, status="processed", processed_at=event.time)
+        frame = Frame(**_processed_row(event))
         session.add(frame)
     return frame
 
 
 def _rejected(session: Session, frame: Frame | None, event: FrameRejected) -> Frame:
-    data = event.data
     if frame is None:
-        frame = Frame(
-            task_id=data.task_id,
-            name=data.frame,
-            object_key=data.object_key,
-            status="rejected",
-            processed_at=event.time,
-        )
-    frame.status, frame.code, frame.reason = "rejected", data.code, data.reason
+        frame = Frame(**_rejected_row(event))
+    for name, value in _rejection(event).items():
+        setattr(frame, name, value)
     session.add(frame)
     return frame
 

@@ -23,7 +23,7 @@ def find_job(session: Session, job_id: str) -> AssistJob | None:
     """The job, if ``job.created`` announced it (consumed here yet or not), else None."""
     job = session.get(AssistJob, job_id)
     if job is None and (event := committed_event(session, JobCreated, job_id)) is not None:
-        job = job_row(event)
+        job = AssistJob(**job_row(event))
     return job
 
 
@@ -32,5 +32,5 @@ def find_frame(session: Session, task_id: str, name: str) -> AssistFrame | None:
     frame = session.get(AssistFrame, (task_id, name))
     if frame is None:
         event = committed_event(session, FrameProcessed, task_id, name)
-        frame = None if event is None else frame_row(event)
+        frame = None if event is None else AssistFrame(**frame_row(event))
     return frame

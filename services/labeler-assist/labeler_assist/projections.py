@@ -26,31 +26,33 @@ from schemas.events import (
 )
 
 
-def frame_row(event: FrameProcessed) -> AssistFrame:
+def frame_row(event: FrameProcessed) -> dict[str, Any]:
+    """The ``assist_frames`` row ``frame.processed`` makes."""
     data = event.data
-    return AssistFrame(
-        task_id=data.task_id,
-        name=data.frame,
-        object_key=data.object_key,
-        width=data.width,
-        height=data.height,
-        sha256=data.sha256,
-    )
+    return {
+        "task_id": data.task_id,
+        "name": data.frame,
+        "object_key": data.object_key,
+        "width": data.width,
+        "height": data.height,
+        "sha256": data.sha256,
+    }
 
 
-def job_row(event: JobCreated) -> AssistJob:
+def job_row(event: JobCreated) -> dict[str, Any]:
+    """The ``assist_jobs`` row ``job.created`` makes."""
     data = event.data
-    return AssistJob(id=data.job_id, task_id=data.task_id, frames=list(data.frames))
+    return {"id": data.job_id, "task_id": data.task_id, "frames": list(data.frames)}
 
 
 def apply_frame_processed(session: Session, event: FrameProcessed) -> None:
     if session.get(AssistFrame, (event.data.task_id, event.data.frame)) is None:
-        session.add(frame_row(event))
+        session.add(AssistFrame(**frame_row(event)))
 
 
 def apply_job_created(session: Session, event: JobCreated) -> None:
     if session.get(AssistJob, event.data.job_id) is None:
-        session.add(job_row(event))
+        session.add(AssistJob(**job_row(event)))
 
 
 def apply_views(session: Session, events: Sequence[FrameProcessed | JobCreated]) -> None:
@@ -73,7 +75,6 @@ def apply_views(session: Session, events: Sequence[FrameProcessed | JobCreated])
     frame_rows: list[dict[str, Any]] = []
     job_rows: list[dict[str, Any]] = []
     for event in events:
-        row: AssistFrame | AssistJob
         if isinstance(event, FrameProcessed):
             key: object = (event.data.task_id, event.data.frame)
             row, rows = frame_row(event), frame_rows
@@ -81,7 +82,7 @@ def apply_views(session: Session, events: Sequence[FrameProcessed | JobCreated])
             key, row, rows = event.data.job_id, job_row(event), job_rows
         if key not in seen:
             seen.add(key)
-            rows.append(row.model_dump())
+            rows.append(row)
     insert_rows(session, AssistFrame, frame_rows)
     insert_rows(session, AssistJob, job_rows)
 
