@@ -119,11 +119,6 @@ class EventApplier:
             applier(session, event)
         return True
 
-    def apply_record(self, session: Session, value: bytes | None) -> bool | None:
-        """Apply a Kafka record's event: None when it carries none labelloop knows."""
-        event = parse_event(value)
-        return None if event is None else self.apply(session, event)
-
 
 def _one_by_one(applier: Projector) -> BatchProjector:
     def apply_each(session: Session, events: Sequence[Any]) -> None:
