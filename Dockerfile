@@ -14,6 +14,7 @@ FROM python:${PYTHON_VERSION}-slim-bookworm AS build-base
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/labelloop && /opt/labelloop/bin/pip install --upgrade pip
 WORKDIR /src
+# The product only: tools/ (the demo, benchmarks and synthetic data) and samples/ stay out.
 COPY pyproject.toml README.md ./
 COPY schemas schemas
 COPY labelloop labelloop

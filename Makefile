@@ -8,7 +8,7 @@ WHEELS ?= $(HOME)/.cache/labelloop/wheels
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install run test lint typecheck unit integration bench stop status clean
+.PHONY: install run check test lint typecheck unit integration bench stop status clean
 
 install: $(STAMP)
 
@@ -22,17 +22,22 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-## make run: start the local stack and run the end-to-end job on bundled sample data.
+## make run: start the local stack and run the end-to-end job on bundled sample data
+## (the demo is a development tool: tools/labelloop_tools, outside the installed package).
 run: install
 	$(BIN)/labelloop stack up --triton
 	LABELLOOP_WEBHOOK_ALLOWLIST=127.0.0.0/8 $(BIN)/labelloop serve --detach
-	$(BIN)/labelloop demo
+	$(BIN)/python -m labelloop_tools demo
 
-## make test: lint, type-check, every test on the real stack (SQLite), then the integration
-## suite once more against a PostgreSQL server it starts (Debian's postgresql binaries), then
-## the object-store tests (marker object_store) once more on versitygw instead of MinIO.
-test: install lint typecheck
-	$(BIN)/pytest
+## make check: the fast lane (lint, types, unit tests; no servers), under two minutes.
+check: install lint typecheck
+	$(BIN)/pytest -q tests/unit
+
+## make test: the fast lane first, then every other test on the real stack (SQLite), then the
+## integration suite once more against a PostgreSQL server it starts (Debian's postgresql
+## binaries), then the object-store tests (marker object_store) once more on versitygw.
+test: check
+	$(BIN)/pytest --ignore=tests/unit
 	LABELLOOP_TEST_DATABASE=postgresql $(BIN)/pytest tests/integration
 	LABELLOOP_STACK_S3=versitygw $(BIN)/pytest tests/integration -m object_store
 
@@ -41,7 +46,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy labelloop schemas services
+	$(BIN)/mypy labelloop schemas services tools
 
 unit: install
 	$(BIN)/pytest tests/unit
@@ -50,7 +55,7 @@ unit: install
 bench: install
 	$(BIN)/labelloop stack up --triton
 	LABELLOOP_WEBHOOK_ALLOWLIST=127.0.0.0/8 $(BIN)/labelloop serve --detach
-	$(BIN)/labelloop bench --out var/bench.json
+	$(BIN)/python -m labelloop_tools bench --out var/bench.json
 
 stop: install
 	$(BIN)/labelloop stack down

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -171,40 +170,6 @@ def task_create(
             return
         created = create_task_with_progress(client, folder, console, **options)
     typer.echo(json.dumps({"task": created.task, "jobs": created.jobs}, indent=2))
-
-
-@app.command("demo")
-def demo() -> None:
-    """Run the end-to-end job on the running local stack (``make run`` calls this)."""
-    from labelloop.demo import run_demo, run_model_loop_demo
-
-    settings = get_settings()
-    out_dir, shown = settings.var_dir / "demo", Console()
-    jobs = run_demo(settings, shown)
-    loop = run_model_loop_demo(settings, shown, out_dir)
-    problems = jobs.problems() + loop.problems()
-    summary = {"jobs": asdict(jobs), "model_loop": asdict(loop), "problems": problems}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    for problem in problems:
-        shown.print(f"[red]demo failed:[/red] {problem}")
-    if problems:
-        raise typer.Exit(1)
-    shown.print(f"[green]demo passed[/green] (summary: {out_dir / 'summary.json'})")
-
-
-@app.command("bench")
-def bench(
-    out: Annotated[Path, typer.Option(help="Where the JSON document goes.")] = Path(
-        "var/bench.json"
-    ),
-    only: Annotated[list[str] | None, typer.Option(help="Run only these sections.")] = None,
-) -> None:
-    """Measure and write the figures (``make bench``); needs the local stack up."""
-    from labelloop.bench import run_benchmarks
-
-    run_benchmarks(get_settings(), out, console, only)
-    console.print(f"wrote {out}")
 
 
 db_app = typer.Typer(help="The database schema: Alembic migrations.", no_args_is_help=True)
@@ -418,10 +383,15 @@ def replay_command(
         )
 
 
-def main() -> None:
+def configure_logging() -> None:
+    """Log at the settings' level (every command line built on the core calls this)."""
     logging.basicConfig(
         level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     for chatty in ("httpx", "aiokafka"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def main() -> None:
+    configure_logging()
     app()

@@ -6,7 +6,6 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -133,15 +132,3 @@ def insert_rows(session: Session, model: type[SQLModel], rows: list[dict[str, An
     session.flush()
     # executemany: SQLAlchemy pages it into multi-row INSERTs within the driver's limits
     session.execute(insert(model.__table__), rows)  # type: ignore[attr-defined]
-
-
-@contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on any error."""
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise

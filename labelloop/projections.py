@@ -1,10 +1,13 @@
 """Projections: the tables that events alone determine, and the functions that apply them.
 
-A handler that changes one of these tables builds the event first, then applies it with the
-same function ``labelloop replay`` uses, in the transaction that records the event in the
-outbox. The live row and the replayed row are therefore made by one piece of code from one
-event (timestamps included: a row's time is its event's ``time``), which is what lets an
-auditor trust a database rebuilt from Kafka alone.
+Each service declares one :class:`Projection`: its tables, the function applying each event
+type, and for the busiest types a batch function. Live and replay dispatch through the same
+two methods, :meth:`Projection.apply` and :meth:`Projection.apply_run`: a handler records an
+event with ``uow.record(event)`` (:mod:`labelloop.messaging.outbox`), which applies it here in
+the transaction that puts it in the outbox, and ``labelloop replay`` applies the same event
+from Kafka the same way. The live row and the replayed row are therefore made by one piece of
+code from one event (timestamps included: a row's time is its event's ``time``), which is what
+lets an auditor trust a database rebuilt from Kafka alone.
 
 Each function is idempotent and depends only on earlier events of the same task on the same
 topic, the order Kafka keeps, so a replay may read topics in any order.
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import groupby
 from typing import Any
 
 from sqlmodel import Session
@@ -35,3 +40,37 @@ class Projection:
     tables: tuple[str, ...]
     appliers: Mapping[type[CloudEvent[Any]], Projector]
     batch_appliers: Mapping[type[CloudEvent[Any]], BatchProjector] = field(default_factory=dict)
+
+    def apply(self, session: Session, event: CloudEvent[Any]) -> None:
+        """Apply one event with its type's function; an event of another type changes nothing."""
+        applier = self.appliers.get(type(event))
+        if applier is not None:
+            applier(session, event)
+
+    def apply_run(self, session: Session, events: Sequence[CloudEvent[Any]]) -> None:
+        """Apply the events this projection takes, in order: each run of consecutive events
+        that share a batch function in one call of it (one by one for a type without one)."""
+        batches = self._batches
+        mine = [event for event in events if type(event) in batches]
+        for batch, run in groupby(mine, key=lambda event: batches[type(event)]):
+            batch(session, list(run))
+
+    @cached_property
+    def _batches(self) -> dict[type[CloudEvent[Any]], BatchProjector]:
+        """Each type's batch function, made once so a run of one type groups as one."""
+        return {
+            event_class: self.batch_appliers.get(event_class, _one_by_one(applier))
+            for event_class, applier in self.appliers.items()
+        }
+
+
+def _one_by_one(applier: Projector) -> BatchProjector:
+    def apply_each(session: Session, events: Sequence[Any]) -> None:
+        for event in events:
+            applier(session, event)
+
+    return apply_each
+
+
+NOTHING = Projection(tables=(), appliers={})
+"""Projects no event: transactions bound to it only record events (tools and tests)."""

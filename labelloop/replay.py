@@ -2,9 +2,9 @@
 
 The topics are the system of record (kept forever, ``retention.ms=-1``). A replay reads them
 with a plain consumer that joins no group (so it moves no live offset and no live consumer
-sees it), and applies each event with the very projection functions the live handlers use
-(:mod:`labelloop.projections`). No service runs, so nothing is sent: no webhook, no training,
-no inference, no new event. An event already in the target's event log is skipped, so
+sees it), and applies each event through the same :class:`~labelloop.projections.Projection`
+methods as a live handler's ``uow.record``. No service runs, so nothing is sent: no webhook, no
+training, no inference, no new event. An event already in the target's event log is skipped, so
 replaying twice into the same database changes nothing.
 
 What is rebuilt: :func:`projected_tables`. What is not, and why: the outbox and processed-message
@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import groupby
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -32,7 +31,7 @@ from sqlmodel import Session
 from labelloop.config import Settings
 from labelloop.db import get_engine
 from labelloop.messaging.security import kafka_client_options
-from labelloop.projections import BatchProjector, Projection, Projector
+from labelloop.projections import Projection
 from labelloop.timeline import append_event, append_new_events
 from schemas.envelope import CloudEvent
 from schemas.events import PROJECT_TOPICS, event_union
@@ -86,46 +85,28 @@ def parse_event(value: bytes | None) -> CloudEvent[Any] | None:
 
 
 class EventApplier:
-    """Applies events to a session: the event log, then every projection that wants it."""
+    """Applies events to a session: the event log, then every projection that wants it (through
+    :meth:`Projection.apply_run` and :meth:`Projection.apply`, as live handlers record them)."""
 
     def __init__(self, projection_list: Iterable[Projection]) -> None:
-        self._appliers: dict[type[CloudEvent[Any]], list[Projector]] = {}
-        self._batches: list[dict[type[CloudEvent[Any]], BatchProjector]] = []
-        for projection in projection_list:
-            batches: dict[type[CloudEvent[Any]], BatchProjector] = {}
-            for event_class, applier in projection.appliers.items():
-                self._appliers.setdefault(event_class, []).append(applier)
-                batches[event_class] = projection.batch_appliers.get(
-                    event_class, _one_by_one(applier)
-                )
-            self._batches.append(batches)
+        self._projections = list(projection_list)
 
     def apply_batch(self, session: Session, events: Sequence[CloudEvent[Any]]) -> set[str]:
         """Apply the events not logged before: one log insert, then for each projection the
         events it takes, in order, each run of consecutive events sharing a batch function in
         one call. Returns the ids that were new."""
         new = append_new_events(session, events)
-        for batches in self._batches:
-            mine = [event for event in new if type(event) in batches]
-            for batch, run in groupby(mine, key=lambda event: batches[type(event)]):
-                batch(session, list(run))
+        for projection in self._projections:
+            projection.apply_run(session, new)
         return {event.id for event in new}
 
     def apply(self, session: Session, event: CloudEvent[Any]) -> bool:
         """False when the event was applied before (it is in the event log)."""
         if not append_event(session, event):
             return False
-        for applier in self._appliers.get(type(event), ()):
-            applier(session, event)
+        for projection in self._projections:
+            projection.apply(session, event)
         return True
-
-
-def _one_by_one(applier: Projector) -> BatchProjector:
-    def apply_each(session: Session, events: Sequence[Any]) -> None:
-        for event in events:
-            applier(session, event)
-
-    return apply_each
 
 
 @dataclass

@@ -87,5 +87,9 @@ def load_service(name: str) -> Service:
 
 
 def prepare_database(runtime: Runtime) -> None:
-    """Create the tables of the loaded models (Alembic migrations own this in a cluster)."""
+    """Migrate the database to the newest revision (a no-op where the chart's migration Job
+    did it), then create any table outside the migrations that a loaded model declares."""
+    from labelloop.migrations import prepare
+
+    prepare(runtime.engine)
     create_tables(runtime.engine)

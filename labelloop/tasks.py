@@ -1,7 +1,7 @@
 """Tasks: the one record every service reads (segmenting, thresholds, priority, labels).
 
-The API creates a task and announces it with ``task.created`` through the outbox, so a replay
-can rebuild this table from Kafka alone.
+The API creates a task by recording ``task.created`` (:data:`PROJECTION` applies it), so a
+replay can rebuild this table from Kafka alone.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from sqlmodel import Field, Session, SQLModel
 
 from labelloop.projections import Projection
 from schemas.events import MAX_FRAMES_PER_EVENT, TaskCreated, TaskCreatedData
-from schemas.topics import Topic
 
 PrintableText = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$")]
 """Text without control characters: PostgreSQL refuses NUL in text, and no name needs a tab."""
@@ -123,10 +122,3 @@ def apply_task_created(session: Session, event: TaskCreated) -> Task:
 
 
 PROJECTION = Projection(tables=("tasks",), appliers={TaskCreated: apply_task_created})
-
-
-def get_task(session: Session, task_id: str) -> Task | None:
-    return session.get(Task, task_id)
-
-
-TASKS_TOPIC = Topic.TASKS_EVENTS

@@ -1,6 +1,7 @@
 """Kafka topic names. Every topic is keyed by task id so one task's events stay ordered."""
 
 from enum import StrEnum
+from functools import cache
 
 
 class Topic(StrEnum):
@@ -24,3 +25,26 @@ DLQ_SUFFIX = ".dlq"
 def dlq_topic(topic: str) -> str:
     """The dead-letter topic of ``topic``: poison messages land there untouched."""
     return f"{topic}{DLQ_SUFFIX}"
+
+
+class NoTopicCarries(LookupError):
+    """An event type that no topic's contract (``schemas.events.EVENTS_BY_TOPIC``) lists."""
+
+
+@cache
+def _topic_by_type() -> dict[str, Topic]:
+    from schemas.events import EVENTS_BY_TOPIC  # that module imports this one
+
+    return {
+        cls.event_type(): topic for topic, classes in EVENTS_BY_TOPIC.items() for cls in classes
+    }
+
+
+def topic_of(event_type: str) -> Topic:
+    """The topic whose contract carries events of CloudEvents ``type`` ``event_type``."""
+    try:
+        return _topic_by_type()[event_type]
+    except KeyError:
+        raise NoTopicCarries(
+            f"no topic carries {event_type!r}: list its class in schemas.events.EVENTS_BY_TOPIC"
+        ) from None

@@ -23,15 +23,14 @@ from labelloop.api.deps import (
 )
 from labelloop.auth import Principal, Role
 from labelloop.tasks import (
+    PROJECTION,
     Task,
     TaskCreate,
     TaskPublic,
-    apply_task_created,
     new_task_id,
     task_created_event,
 )
 from labelloop.timeline import ADMIN_ONLY_TYPES, task_events
-from schemas.topics import Topic
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 
@@ -45,9 +44,10 @@ def create_task(body: TaskCreate, runtime: RuntimeDep, principal: AdminDep) -> T
     created = task_created_event(
         Task(**body.model_dump(), id=new_task_id(), created_by=principal.name)
     )
-    with runtime.transactions.session() as outbox:
-        task = apply_task_created(outbox.session, created)
-        outbox.emit(created, Topic.TASKS_EVENTS)
+    with runtime.transactions.bound(PROJECTION).unit_of_work() as uow:
+        uow.record(created)
+        task = uow.session.get(Task, created.data.task_id)
+    assert task is not None
     return TaskPublic.of(task)
 
 

@@ -1,8 +1,13 @@
 """Transactional outbox and processed-message log: state and events never drift apart.
 
-A handler changes state and *records* the events announcing it in the same database
-transaction, together with the id of the message it handled. Only after that commit does the
-:class:`OutboxRelay` publish the recorded events to Kafka and mark them sent. So:
+Every change goes through a :class:`UnitOfWork`, one database transaction, opened by
+:meth:`Transactions.unit_of_work` (a consumer passes the ids of the messages it handles; a
+request passes none). ``uow.record(event)`` is the one call that records an effect: it applies
+the event with the projection the transactions are bound to (the service's
+:class:`~labelloop.projections.Projection`, the functions a replay uses too) and records it for
+the topic its contract names (:func:`schemas.topics.topic_of`), together with the handled
+message ids. Only after that commit does the :class:`OutboxRelay` publish the recorded events
+to Kafka and mark them sent. So:
 
 * a handler that fails after its writes rolls everything back: no state, no event;
 * a redelivered message finds its id already processed and does nothing;
@@ -41,12 +46,14 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from labelloop.faults import crash_point
 from labelloop.messaging.errors import EventTooLarge
 from labelloop.metrics import OUTBOX_SET_ASIDE
+from labelloop.projections import Projection
 from schemas.envelope import CloudEvent
+from schemas.topics import topic_of
 
 log = logging.getLogger(__name__)
 EventT = TypeVar("EventT", bound=CloudEvent[Any])
 DEFAULT_EVENT_MAX_BYTES = 1_000_000
-"""``Settings.event_max_bytes``'s default, for outboxes made without settings (tests, tools)."""
+"""``Settings.event_max_bytes``'s default, for transactions made without settings (tests, tools)."""
 KEY_LOCKS, RELAY_LOCK = 0x6C6C0001, 0x6C6C0002
 """PostgreSQL advisory lock namespaces (the first int of the two-int form)."""
 
@@ -86,36 +93,82 @@ class ProcessedMessage(SQLModel, table=True):
     processed_at: datetime = Field(default_factory=_now)
 
 
-class Outbox:
-    """Records events inside a caller's transaction; see the module docstring."""
+class UnitOfWork:
+    """One transaction: its state changes, the events it records, and for a consumer the ids of
+    the messages it handled; see the module docstring.
+
+    A consumer opens one as ``with transactions.unit_of_work(consumer, message_id) as uow:`` and
+    checks ``uow.already_done``; a batch passes several ids and skips those in ``uow.done``. A
+    request opens one without ids.
+    """
 
     def __init__(
         self,
         session: Session,
+        projection: Projection | None = None,
+        *,
         topic_name: Callable[[str], str] = lambda t: t,
         max_event_bytes: int = DEFAULT_EVENT_MAX_BYTES,
+        consumer: str | None = None,
+        message_ids: Sequence[str] = (),
     ) -> None:
+        if message_ids and consumer is None:
+            raise ValueError("handled message ids need the consumer that handled them")
         self.session = session
-        self._topic_name = topic_name
+        self.projection = projection
         self.max_event_bytes = max_event_bytes
+        self.consumer = consumer
+        self.message_ids = tuple(dict.fromkeys(message_ids))
+        self.done = processed_ids(session, consumer, self.message_ids) if consumer else set()
+        self.already_done = bool(self.message_ids) and len(self.done) == len(self.message_ids)
         self.recorded: list[CloudEvent[Any]] = []
+        self._topic_name = topic_name
         self._rows: list[dict[str, Any]] = []
 
-    def emit(self, event: CloudEvent[Any], topic: str, *, key: str | None = None) -> bool:
-        """Record ``event`` for ``topic``; False if an event with that id was recorded before.
+    def record(self, event: CloudEvent[Any], *, key: str | None = None) -> bool:
+        """Apply ``event`` to the bound projection and record it for the topic its contract
+        names; False if an event with that id was recorded before.
 
-        The key defaults to the event's task id so one task's events stay ordered.
+        The key defaults to the event's task id so one task's events stay ordered. Raises
+        :class:`~schemas.topics.NoTopicCarries` for a type no topic carries and
+        :class:`EventTooLarge` for a body over ``max_event_bytes``, before anything is applied.
         """
-        return bool(self.emit_all([event], topic, key=key))
+        projection = self._projection()
+        rows, new = self._rows_for([event], key)
+        projection.apply(self.session, event)
+        self._keep(rows, new)
+        return bool(new)
 
-    def emit_all(
-        self, events: Sequence[CloudEvent[Any]], topic: str, *, key: str | None = None
+    def record_all(
+        self, events: Sequence[CloudEvent[Any]], *, key: str | None = None
     ) -> list[CloudEvent[Any]]:
-        """Record each of ``events`` in order with one lookup; returns those new to the outbox.
+        """:meth:`record` for each of ``events`` in order, each run of one batch function applied
+        in one call and the outbox looked up once; returns those new to the outbox."""
+        projection = self._projection()
+        rows, new = self._rows_for(events, key)
+        projection.apply_run(self.session, events)
+        self._keep(rows, new)
+        return new
 
-        Raises :class:`EventTooLarge` for a body over ``max_event_bytes``, before anything of
-        the call is recorded.
-        """
+    def apply(self, event: CloudEvent[Any]) -> None:
+        """Apply a consumed event to the bound projection (nothing is recorded)."""
+        self._projection().apply(self.session, event)
+
+    def apply_all(self, events: Sequence[CloudEvent[Any]]) -> None:
+        """:meth:`apply` for each of ``events`` in order, by runs, as :meth:`record_all` does."""
+        self._projection().apply_run(self.session, events)
+
+    def _projection(self) -> Projection:
+        if self.projection is None:
+            raise RuntimeError(
+                "these transactions are bound to no projection: use transactions.bound(PROJECTION)"
+            )
+        return self.projection
+
+    def _rows_for(
+        self, events: Sequence[CloudEvent[Any]], key: str | None
+    ) -> tuple[list[dict[str, Any]], list[CloudEvent[Any]]]:
+        """The outbox rows of the events not recorded before (in this transaction or earlier)."""
         known = {event.id for event in self.recorded}
         known.update(
             self.session.exec(
@@ -127,6 +180,7 @@ class Outbox:
         new, rows = [], []
         now = _now()
         for event in events:
+            topic = topic_of(event.type)
             if event.id in known:
                 continue
             known.add(event.id)
@@ -145,9 +199,11 @@ class Outbox:
                 }
             )
             new.append(event)
+        return rows, new
+
+    def _keep(self, rows: list[dict[str, Any]], new: list[CloudEvent[Any]]) -> None:
         self._rows.extend(rows)
         self.recorded.extend(new)
-        return new
 
     def flush(self) -> None:
         """Insert what was recorded, in order, just before the transaction commits.
@@ -195,34 +251,10 @@ def ce_headers(event: CloudEvent[Any]) -> dict[str, str]:
     return headers
 
 
-class UnitOfWork:
-    """Handled messages: their state changes, events and processed marks, atomically.
-
-    Use as ``with uow_factory(consumer, message_id) as uow:`` and check ``uow.already_done``;
-    a batch passes several ids and skips those in ``uow.done``.
-    """
-
-    def __init__(
-        self, session: Session, outbox: Outbox, consumer: str, message_ids: Sequence[str]
-    ) -> None:
-        self.session = session
-        self.outbox = outbox
-        self.consumer = consumer
-        self.message_ids = tuple(dict.fromkeys(message_ids))
-        self.done = processed_ids(session, consumer, self.message_ids)
-        self.already_done = len(self.done) == len(self.message_ids)
-
-    def emit(self, event: CloudEvent[Any], topic: str, *, key: str | None = None) -> bool:
-        return self.outbox.emit(event, topic, key=key)
-
-    def emit_all(
-        self, events: Sequence[CloudEvent[Any]], topic: str, *, key: str | None = None
-    ) -> list[CloudEvent[Any]]:
-        return self.outbox.emit_all(events, topic, key=key)
-
-
 def processed_ids(session: Session, consumer: str, message_ids: Sequence[str]) -> set[str]:
     """Which of ``message_ids`` the consumer has already handled."""
+    if not message_ids:
+        return set()
     if len(message_ids) == 1:
         found = session.get(ProcessedMessage, (consumer, message_ids[0])) is not None
         return set(message_ids) if found else set()
@@ -237,7 +269,12 @@ def processed_ids(session: Session, consumer: str, message_ids: Sequence[str]) -
 
 
 class Transactions:
-    """Opens units of work on one engine and wakes the relay after each commit."""
+    """Opens units of work on one engine, applying one service's projection, and wakes the
+    relay after each commit.
+
+    ``labelloop serve`` makes one unbound; each service takes ``transactions.bound(PROJECTION)``
+    for its handlers, so what they record is applied to that service's tables alone.
+    """
 
     def __init__(
         self,
@@ -245,60 +282,74 @@ class Transactions:
         topic_name: Callable[[str], str] = lambda t: t,
         on_commit: Callable[[], None] | None = None,
         max_event_bytes: int = DEFAULT_EVENT_MAX_BYTES,
+        *,
+        projection: Projection | None = None,
     ) -> None:
         self.engine = engine
         self.topic_name = topic_name
         self.on_commit = on_commit
         self.max_event_bytes = max_event_bytes
+        self.projection = projection
 
-    def _outbox(self, session: Session) -> Outbox:
-        return Outbox(session, self.topic_name, self.max_event_bytes)
+    def bound(self, projection: Projection) -> Transactions:
+        """The same transactions, applying ``projection`` to what their units of work record."""
+        return Transactions(
+            self.engine,
+            self.topic_name,
+            self.on_commit,
+            self.max_event_bytes,
+            projection=projection,
+        )
 
     @contextmanager
-    def unit_of_work(self, consumer: str, message_id: str | Sequence[str]) -> Iterator[UnitOfWork]:
-        """Run messages' effects in one transaction that commits with their processed marks."""
-        ids = [message_id] if isinstance(message_id, str) else list(message_id)
+    def unit_of_work(
+        self, consumer: str | None = None, message_ids: str | Sequence[str] = ()
+    ) -> Iterator[UnitOfWork]:
+        """One transaction; a consumer's commits with the processed marks of ``message_ids``.
+
+        A request (no consumer) gets the same transaction without marks or crash points.
+        """
+        ids = [message_ids] if isinstance(message_ids, str) else list(message_ids)
         with Session(self.engine, expire_on_commit=False) as session:
-            uow = UnitOfWork(session, self._outbox(session), consumer, ids)
+            uow = UnitOfWork(
+                session,
+                self.projection,
+                topic_name=self.topic_name,
+                max_event_bytes=self.max_event_bytes,
+                consumer=consumer,
+                message_ids=ids,
+            )
             try:
                 yield uow
-                marks = [
-                    {"consumer": consumer, "message_id": handled, "processed_at": _now()}
-                    for handled in uow.message_ids
-                    if handled not in uow.done
-                ]
-                session.flush()
-                if marks:
-                    session.execute(insert(ProcessedMessage.__table__), marks)  # type: ignore[attr-defined]
-                uow.outbox.flush()
-                crash_point(f"{consumer}.before-commit")
+                if uow.message_ids:
+                    marks = [
+                        {"consumer": consumer, "message_id": handled, "processed_at": _now()}
+                        for handled in uow.message_ids
+                        if handled not in uow.done
+                    ]
+                    session.flush()
+                    if marks:
+                        session.execute(insert(ProcessedMessage.__table__), marks)  # type: ignore[attr-defined]
+                uow.flush()
+                if consumer is not None:
+                    crash_point(f"{consumer}.before-commit")
                 session.commit()
-                crash_point(f"{consumer}.after-commit")
+                if consumer is not None:
+                    crash_point(f"{consumer}.after-commit")
             except IntegrityError:
                 # A concurrent delivery of the same messages won the race: nothing to redo.
                 session.rollback()
-                if processed_ids(session, consumer, uow.message_ids) != set(uow.message_ids):
+                if (
+                    consumer is None
+                    or not uow.message_ids
+                    or processed_ids(session, consumer, uow.message_ids) != set(uow.message_ids)
+                ):
                     raise
                 log.info("%s: messages %s were handled concurrently", consumer, ids[:3])
             except BaseException:
                 session.rollback()
                 raise
-        if uow.outbox.recorded and self.on_commit is not None:
-            self.on_commit()
-
-    @contextmanager
-    def session(self) -> Iterator[Outbox]:
-        """A transaction for a request (not a message): state changes plus outbox events."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            outbox = self._outbox(session)
-            try:
-                yield outbox
-                outbox.flush()
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
-        if outbox.recorded and self.on_commit is not None:
+        if uow.recorded and self.on_commit is not None:
             self.on_commit()
 
 
@@ -552,15 +603,3 @@ def set_aside_events(engine: Engine, task_id: str | None = None) -> list[dict[st
             for row in rows
             if task_id is None or json.loads(row.headers).get("ce_taskid") == task_id
         ]
-
-
-def pending_count(engine: Engine) -> int:
-    """Events recorded but not yet published (a health and test signal)."""
-    with Session(engine) as session:
-        return session.exec(
-            select(func.count())
-            .select_from(OutboxMessage)
-            .where(
-                OutboxMessage.published_at.is_(None)  # type: ignore[union-attr]
-            )
-        ).one()

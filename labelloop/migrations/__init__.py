@@ -3,23 +3,34 @@
 :func:`upgrade` brings a database to the newest revision (``labelloop db upgrade``; the Helm
 chart runs it in a pre-install/pre-upgrade Job). :func:`revision` writes the next revision from
 the models (Alembic's autogenerate against a scratch SQLite database at head), so a model change
-comes with its migration; a test fails while the two disagree. ``labelloop serve`` still
-``create_all``'s missing tables for local use (``labelloop.runtime.prepare_database``).
+comes with its migration; a test fails while the two disagree. ``labelloop serve`` migrates
+the database it opens (:func:`prepare`), a database of an older local labelloop included.
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import importlib.util
+import logging
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import MetaData
+from sqlalchemy import Engine, MetaData, create_engine, inspect, text
 from sqlmodel import SQLModel
+
+log = logging.getLogger(__name__)
+
+MIGRATION_LOCK = 0x6C6C6D67
+"""PostgreSQL advisory lock key held while a process migrates ("llmg")."""
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 
@@ -115,3 +126,102 @@ def revision(message: str) -> Path:
     if script is None or isinstance(script, list):
         raise RuntimeError("alembic wrote no single revision")
     return Path(script.path)
+
+
+def prepare(engine: Engine) -> str | None:
+    """Bring the database ``labelloop serve`` opens to the newest revision; returns the
+    revision it found (None for an empty database).
+
+    Locally the schema used to come from ``create_all`` alone, which adds missing tables but
+    never a missing column, so a database made by an older labelloop failed on its first
+    query. Now every start migrates, one process at a time (the processes of one machine
+    start together): an empty database is built by the migrations, a migrated one upgraded,
+    and one made by ``create_all`` without a revision (an older local database) is stamped
+    with the newest revision whose schema it holds, then upgraded.
+    """
+    with _migration_lock(engine):
+        found = _current_revision(engine)
+        if found is None and _has_labelloop_tables(engine):
+            found = _revision_of_schema(engine)
+            log.warning("database without a revision holds revision %s's schema", found)
+            command.stamp(alembic_config(_url(engine)), found)
+        if found != head():
+            upgrade(_url(engine))
+        return found
+
+
+def _url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+def _current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def _has_labelloop_tables(engine: Engine) -> bool:
+    return bool(set(inspect(engine).get_table_names()) & set(target_metadata().tables))
+
+
+def _columns(engine: Engine) -> set[tuple[str, str]]:
+    found = inspect(engine)
+    return {
+        (table, column["name"])
+        for table in found.get_table_names()
+        if table != "alembic_version"
+        for column in found.get_columns(table)
+    }
+
+
+def _revision_of_schema(engine: Engine) -> str:
+    """The newest revision all of whose tables and columns the database has."""
+    present = _columns(engine)
+    at_head = {
+        (table.name, column.name)
+        for table in target_metadata().tables.values()
+        for column in table.columns
+    }
+    if at_head <= present:
+        return head() or "head"
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    with tempfile.TemporaryDirectory(prefix="labelloop-schema-") as scratch:
+        for script in scripts.walk_revisions():  # newest first
+            if script.revision == head():
+                continue
+            url = f"sqlite:///{scratch}/{script.revision}.db"
+            upgrade(url, script.revision)
+            scratch_engine = create_engine(url)
+            try:
+                if _columns(scratch_engine) <= present:
+                    return str(script.revision)
+            finally:
+                scratch_engine.dispose()
+    raise RuntimeError(
+        "the database holds labelloop tables of no known revision; "
+        "migrate it with `labelloop db upgrade` or remove it"
+    )
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """One migrating process at a time: PostgreSQL's advisory lock, or a file lock beside a
+    SQLite database (its processes share one machine)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+                connection.commit()
+        return
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    fd = os.open(f"{os.path.abspath(database)}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from labelloop.cli import app
 from labelloop.db import get_engine
-from labelloop.migrations import alembic_config, head, target_metadata, upgrade
+from labelloop.migrations import alembic_config, head, prepare, target_metadata, upgrade
 from labelloop.runtime import SERVICE_MODULES
 
 
@@ -104,3 +104,52 @@ def test_migrations_cover_every_table_the_services_create() -> None:
     served_tables = json.loads(served.stdout)
     assert served_tables, "the services declare tables"
     assert json.loads(migrated.stdout) == served_tables
+
+
+def _revision_in(database: Path) -> list[tuple[str]]:
+    with sqlite3.connect(database) as connection:
+        return connection.execute("SELECT version_num FROM alembic_version").fetchall()
+
+
+def test_start_up_migrates_a_database_an_older_labelloop_made(tmp_path: Path) -> None:
+    """A local database built by ``create_all`` at revision 0003 (no revision recorded, no
+    ``outbox.error`` column) is stamped 0003 and upgraded, its rows kept."""
+    database = tmp_path / "old.db"
+    upgrade(f"sqlite:///{database}", "0003")
+    with sqlite3.connect(database) as connection:
+        connection.execute("DROP TABLE alembic_version")  # what create_all left: no revision
+        connection.execute(
+            "INSERT INTO outbox (event_id, event_type, topic, key, payload, headers, created_at)"
+            " VALUES ('e1', 't', 'topic', 'k', x'7b7d', '{}', '2026-01-01 00:00:00')"
+        )
+    engine = get_engine(f"sqlite:///{database}")
+    assert prepare(engine) == "0003"
+    assert _revision_in(database) == [(head(),)]
+    assert _differences(f"sqlite:///{database}", target_metadata()) == []
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT event_id, error FROM outbox").fetchall() == [("e1", None)]
+
+
+def test_start_up_builds_an_empty_database_and_leaves_a_current_one(tmp_path: Path) -> None:
+    database = tmp_path / "new.db"
+    engine = get_engine(f"sqlite:///{database}")
+    assert prepare(engine) is None
+    assert _revision_in(database) == [(head(),)]
+    assert prepare(engine) == head()
+    # create_all at head without a revision (a test's or an older serve's) is stamped head
+    fresh = tmp_path / "create-all.db"
+    target_metadata().create_all(get_engine(f"sqlite:///{fresh}"))
+    assert prepare(get_engine(f"sqlite:///{fresh}")) == head()
+    assert _revision_in(fresh) == [(head(),)]
+
+
+def test_start_up_refuses_a_schema_of_no_revision(tmp_path: Path) -> None:
+    database = tmp_path / "odd.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, odd TEXT)")
+    try:
+        prepare(get_engine(f"sqlite:///{database}"))
+    except RuntimeError as error:
+        assert "no known revision" in str(error)
+    else:
+        raise AssertionError("a schema of no revision was accepted")

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from labeler_assist.models import AssistFrame, Preannotation, ServedModel
+from labeler_assist.projections import PROJECTION
 from labeler_assist.serving import ModelServer
 from labelloop.client import LabelloopClient
 from labelloop.config import Settings
@@ -119,7 +120,9 @@ async def test_a_frame_replaced_after_ingest_is_not_trained_or_preannotated(
     onnx, _ = model_files
     key = onnx_key(task_id, 1)
     store.put_bytes(key, onnx.read_bytes())
-    server = ModelServer(in_process(api), store, Transactions(api_engine, api.settings.topic))
+    server = ModelServer(
+        in_process(api), store, Transactions(api_engine, api.settings.topic, projection=PROJECTION)
+    )
     loaded = await server.load(
         task_id, 1, key, ["car"], hashlib.sha256(onnx.read_bytes()).hexdigest()
     )
@@ -158,7 +161,9 @@ async def test_a_model_file_replaced_after_registration_is_not_loaded(
         read_verified(store, checkpoint, hashlib.sha256(b"resumable").hexdigest(), max_bytes=4)
 
     # labeler-assist: v1 serves; v2, replaced after it was registered, is refused and v1 stays.
-    server = ModelServer(in_process(api), store, Transactions(api_engine, api.settings.topic))
+    server = ModelServer(
+        in_process(api), store, Transactions(api_engine, api.settings.topic, projection=PROJECTION)
+    )
     v1 = await server.load(task_id, 1, onnx_key(task_id, 1), ["box"], hashes.onnx_sha256)
     assert v1 is not None and v1.version == 1
     v2 = register(store, task_id, 2, metrics={}, run={}, onnx=onnx, weights=weights)
@@ -171,6 +176,8 @@ async def test_a_model_file_replaced_after_registration_is_not_loaded(
 
     # After a restart, v1's file is reloaded only if it is still the one recorded.
     store.put_bytes(onnx_key(task_id, 1), b"replaced as well")
-    restarted = ModelServer(in_process(api), store, Transactions(api_engine, api.settings.topic))
+    restarted = ModelServer(
+        in_process(api), store, Transactions(api_engine, api.settings.topic, projection=PROJECTION)
+    )
     assert await restarted.for_task(task_id) is None
     assert await restarted.preannotate(task_id, ["any.jpg"]) == 0

@@ -1,4 +1,4 @@
-"""``make run``'s main job, ``labelloop demo``, both parts, against the test stack.
+"""``make run``'s main job, ``python -m labelloop_tools demo``, both parts, against the test stack.
 
 The README's first command must never break unnoticed: the demo runs here as the process
 ``make run`` starts, against every service on the real stack, and what it reports is checked.
@@ -30,7 +30,7 @@ def test_the_demo_runs_both_parts_and_checks_what_it_shows(api: ApiServer, tmp_p
         "COLUMNS": "200",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "labelloop", "demo"],
+        [sys.executable, "-m", "labelloop_tools", "demo"],
         env=env,
         capture_output=True,
         text=True,

@@ -12,9 +12,11 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from ingest import projections as ingest
 from ingest.handlers import IngestDeps, handle_records
 from ingest.models import Frame
 from ingest.reconciler import listed_record
+from jobgen import projections as jobgen
 from jobgen.handlers import handle_data_ready, handle_frames_listed
 from labelloop.audit import task_audit
 from labelloop.config import Settings
@@ -29,6 +31,7 @@ from labelloop.messaging.outbox import (
 )
 from labelloop.messaging.topics import create_topics
 from labelloop.migrations import target_metadata
+from labelloop.projections import NOTHING
 from labelloop.stack.manager import Stack
 from labelloop.tasks import Task
 from schemas.events import (
@@ -87,7 +90,7 @@ async def test_a_100000_frame_task_is_listed_and_cut_in_events_the_broker_takes(
     store.objects[manifest_key] = json.dumps({"files": names}).encode()
     deps = IngestDeps(
         store=store,  # type: ignore[arg-type]
-        transactions=transactions,
+        transactions=transactions.bound(ingest.PROJECTION),
         max_frame_bytes=1_000_000,
         max_frame_pixels=1_000_000,
         max_manifest_bytes=64 * 1024 * 1024,
@@ -108,8 +111,9 @@ async def test_a_100000_frame_task_is_listed_and_cut_in_events_the_broker_takes(
     assert ready.data.parts == len(listing) == FRAMES // MAX_FRAMES_PER_EVENT
     assert [name for part in listing for name in part.data.frames] == names  # type: ignore[union-attr]
 
-    handle_frames_listed(listing, transactions)  # type: ignore[arg-type]
-    assert len(handle_data_ready(ready, transactions)) == FRAMES // MAX_FRAMES_PER_EVENT
+    jobgen_transactions = transactions.bound(jobgen.PROJECTION)
+    handle_frames_listed(listing, jobgen_transactions)  # type: ignore[arg-type]
+    assert len(handle_data_ready(ready, jobgen_transactions)) == FRAMES // MAX_FRAMES_PER_EVENT
     rows = outbox_rows(engine)
     sizes = Counter[str]()
     for row in rows:
@@ -149,7 +153,9 @@ async def test_a_record_the_producer_refuses_is_set_aside_and_the_rest_flows_in_
     await create_topics(strict, [topic])  # max.message.bytes above the producer's limit
     task_id = f"strict{unique}"
     # records over the producer's limit, as an outbox made before the limits could hold
-    transactions = Transactions(engine, topic_name=lambda _: topic, max_event_bytes=3_000_000)
+    transactions = Transactions(
+        engine, topic_name=lambda _: topic, max_event_bytes=3_000_000, projection=NOTHING
+    )
 
     def listing(part: int, name_length: int) -> TaskFramesListed:
         return TaskFramesListed.create(
@@ -170,12 +176,12 @@ async def test_a_record_the_producer_refuses_is_set_aside_and_the_rest_flows_in_
         update={"data": huge.data.model_copy(update={"frames": ["z" * 2500] * 1000})}
     )
     last = listing(4, 4)
-    with transactions.session() as outbox:
+    with transactions.unit_of_work() as uow:
         for event in (small, too_big, small_again, far_too_big, last):
-            outbox.emit(event, "unused")
-    guarded = Transactions(engine, max_event_bytes=strict.event_max_bytes)
-    with pytest.raises(EventTooLarge), guarded.session() as outbox:  # refused where it is made
-        outbox.emit(listing(5, 200), "unused")
+            uow.record(event)
+    guarded = Transactions(engine, max_event_bytes=strict.event_max_bytes, projection=NOTHING)
+    with pytest.raises(EventTooLarge), guarded.unit_of_work() as uow:  # refused where it is made
+        uow.record(listing(5, 200))
     before = _set_aside_total(topic)
     broker = create_broker(strict, client_id="relay-strict")
     await broker.start()

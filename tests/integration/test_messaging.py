@@ -14,9 +14,10 @@ from labelloop.config import Settings
 from labelloop.messaging.broker import consumer_options, create_broker, kafka_publisher
 from labelloop.messaging.outbox import OutboxMessage, OutboxRelay, Transactions
 from labelloop.messaging.topics import create_topics
+from labelloop.projections import NOTHING
 from labelloop.stack.manager import Stack
 from schemas.envelope import CloudEvent
-from schemas.events import EventData
+from schemas.events import EventData, TaskJobsReady, TaskJobsReadyData
 from schemas.topics import dlq_topic
 from tests.integration.kafka_helpers import read_topic, wait_for
 
@@ -31,10 +32,6 @@ class Ping(CloudEvent[PingData]):
     type: Literal["io.labelloop.test.ping.v1"] = "io.labelloop.test.ping.v1"
 
 
-class Pong(CloudEvent[PingData]):
-    type: Literal["io.labelloop.test.pong.v1"] = "io.labelloop.test.pong.v1"
-
-
 class ProbeRow(SQLModel, table=True):
     """State a probe handler changes together with the event announcing it."""
 
@@ -45,6 +42,18 @@ class ProbeRow(SQLModel, table=True):
 
 def ping(n: int) -> Ping:
     return Ping.create(PingData(n=n), source="/tests", key=(n,), taskid="task-1")
+
+
+def pong(cause: Ping) -> TaskJobsReady:
+    """The handler's answer: a contract event (recorded for its topic, which a test maps to its
+    own), linked to its cause."""
+    return TaskJobsReady.create(
+        TaskJobsReadyData(task_id="task-1", job_count=cause.data.n),
+        source="/tests",
+        key=(cause.id,),
+        taskid="task-1",
+        cause=cause,
+    )
 
 
 async def started(broker: KafkaBroker) -> KafkaBroker:
@@ -114,7 +123,7 @@ async def test_outbox_failed_handler_publishes_nothing_and_retry_publishes_once(
     await create_topics(test_settings, [out_topic])
     broker = await started(create_broker(test_settings, client_id="test-outbox"))
     relay = OutboxRelay(engine, kafka_publisher(broker))
-    transactions = Transactions(engine)
+    transactions = Transactions(engine, topic_name=lambda _: out_topic, projection=NOTHING)
     cause = ping(7)
 
     def handle(crash_after_write: bool) -> None:
@@ -122,9 +131,7 @@ async def test_outbox_failed_handler_publishes_nothing_and_retry_publishes_once(
             if uow.already_done:
                 return
             uow.session.add(ProbeRow(id=cause.id, n=cause.data.n))
-            uow.emit(
-                Pong.create(cause.data, source="/tests", key=(cause.id,), cause=cause), out_topic
-            )
+            uow.record(pong(cause))
             uow.session.flush()  # the row really reached the database inside the transaction
             if crash_after_write:
                 raise RuntimeError("crash after the DB write")
@@ -146,10 +153,10 @@ async def test_outbox_failed_handler_publishes_nothing_and_retry_publishes_once(
 
     published = await read_topic(test_settings.kafka_bootstrap_servers, out_topic, expect=1)
     assert len(published) == 1
-    pong = Pong.model_validate_json(published[0].value)
-    assert pong.causationid == cause.id and pong.correlationid == cause.id
+    answer = TaskJobsReady.model_validate_json(published[0].value)
+    assert answer.causationid == cause.id and answer.correlationid == cause.id
     assert published[0].key == b"task-1"
-    assert dict(published[0].headers)["ce_type"] == Pong.model_fields["type"].default.encode()
+    assert dict(published[0].headers)["ce_type"] == TaskJobsReady.event_type().encode()
 
 
 async def test_consumer_retry_after_crash_publishes_exactly_once(
@@ -159,7 +166,9 @@ async def test_consumer_retry_after_crash_publishes_exactly_once(
     await create_topics(test_settings, [in_topic, out_topic])
     broker = create_broker(test_settings, client_id="test-outbox-consumer")
     relay = OutboxRelay(engine, kafka_publisher(broker), poll_s=0.1)
-    transactions = Transactions(engine, on_commit=relay.wake)
+    transactions = Transactions(
+        engine, topic_name=lambda _: out_topic, on_commit=relay.wake, projection=NOTHING
+    )
     crashes = {"left": 1}
 
     @broker.subscriber(in_topic, **consumer_options(test_settings, f"outbox-{unique}"))
@@ -168,9 +177,7 @@ async def test_consumer_retry_after_crash_publishes_exactly_once(
             if uow.already_done:
                 return
             uow.session.add(ProbeRow(id=event.id, n=event.data.n))
-            uow.emit(
-                Pong.create(event.data, source="/tests", key=(event.id,), cause=event), out_topic
-            )
+            uow.record(pong(event))
             uow.session.flush()
             if crashes["left"]:
                 crashes["left"] -= 1

@@ -15,7 +15,7 @@ import pytest
 from labelloop.audit import UnknownTask, task_audit
 from labelloop.client import LabelloopClient
 from labelloop.db import get_engine
-from labelloop.synthetic import Box, annotations_body, write_synthetic_frames
+from labelloop_tools.synthetic import Box, annotations_body, write_synthetic_frames
 from tests.integration.harness import ApiServer, wait_until
 from tests.integration.replay_check import assert_replay_matches, wait_quiet
 

@@ -7,18 +7,18 @@ import asyncio
 import json
 import threading
 from collections import defaultdict
-from typing import Literal
 
 import pytest
 from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, func, select
 
 from labelloop.config import Settings
 from labelloop.messaging.broker import create_broker, kafka_publisher
-from labelloop.messaging.outbox import OutboxRelay, Transactions, pending_count
+from labelloop.messaging.outbox import OutboxMessage, OutboxRelay, Transactions
 from labelloop.messaging.topics import create_topics
+from labelloop.projections import NOTHING
 from labelloop.stack.manager import Stack
-from schemas.envelope import CloudEvent
-from schemas.events import EventData
+from schemas.events import TaskFramesListed, TaskFramesListedData
 from tests.integration.kafka_helpers import read_topic, wait_for
 from tests.integration.test_faults import stopped
 
@@ -27,24 +27,26 @@ pytestmark = pytest.mark.integration
 TASKS, TRANSACTIONS, PER_TRANSACTION = 6, 60, 3
 
 
-class StepData(EventData):
-    task_id: str
-    step: int
+STEPS = TRANSACTIONS * PER_TRANSACTION
 
 
-class Step(CloudEvent[StepData]):
-    """The ``step``-th event of a task: its place in the task's commit order."""
-
-    type: Literal["io.labelloop.test.step.v1"] = "io.labelloop.test.step.v1"
-
-
-def step(task_id: str, number: int) -> Step:
-    return Step.create(
-        StepData(task_id=task_id, step=number),
+def step(task_id: str, number: int) -> TaskFramesListed:
+    """The ``number``-th event of a task (its listing part): its place in the commit order."""
+    return TaskFramesListed.create(
+        TaskFramesListedData(task_id=task_id, part=number, parts=STEPS, frames=["f.jpg"]),
         source="/tests",
         key=(task_id, number),
         taskid=task_id,
     )
+
+
+def pending_count(engine: Engine) -> int:
+    with Session(engine) as session:
+        return session.exec(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(col(OutboxMessage.published_at).is_(None))
+        ).one()
 
 
 def writer(transactions: Transactions, task_ids: list[str]) -> None:
@@ -52,11 +54,9 @@ def writer(transactions: Transactions, task_ids: list[str]) -> None:
     counters = dict.fromkeys(task_ids, 0)
     for _ in range(TRANSACTIONS):
         for task_id in task_ids:
-            with transactions.session() as outbox:
+            with transactions.unit_of_work() as uow:
                 first = counters[task_id]
-                outbox.emit_all(
-                    [step(task_id, first + n) for n in range(PER_TRANSACTION)], "unused"
-                )
+                uow.record_all([step(task_id, first + n) for n in range(PER_TRANSACTION)])
             counters[task_id] = first + PER_TRANSACTION
 
 
@@ -65,7 +65,7 @@ async def test_three_relays_and_a_broker_outage_keep_each_tasks_commit_order(
 ) -> None:
     topic = test_settings.topic("order")
     await create_topics(test_settings, [topic])
-    transactions = Transactions(engine, topic_name=lambda _: topic)
+    transactions = Transactions(engine, topic_name=lambda _: topic, projection=NOTHING)
     brokers = [create_broker(test_settings, client_id=f"relay-{n}") for n in range(3)]
     for broker in brokers:
         await broker.start()
@@ -112,12 +112,12 @@ async def test_three_relays_and_a_broker_outage_keep_each_tasks_commit_order(
         if document["id"] in ids:
             continue  # at least once: a redelivered duplicate, dropped by its id as consumers do
         ids.add(document["id"])
-        seen[document["data"]["task_id"]].append(document["data"]["step"])
+        seen[document["data"]["task_id"]].append(document["data"]["part"])
     assert len(ids) == total, "every event arrived"
     for task_id in task_ids:
         steps = seen[task_id]
         assert steps == sorted(steps), f"{task_id}: published out of commit order"
-        assert steps == list(range(TRANSACTIONS * PER_TRANSACTION))
+        assert steps == list(range(STEPS))
 
 
 async def test_one_keys_transactions_take_seq_in_commit_order(
@@ -127,22 +127,22 @@ async def test_one_keys_transactions_take_seq_in_commit_order(
     for the same key commits after it and is numbered after it, so it is published after it."""
     topic = test_settings.topic("keyorder")
     await create_topics(test_settings, [topic])
-    transactions = Transactions(engine, topic_name=lambda _: topic)
+    transactions = Transactions(engine, topic_name=lambda _: topic, projection=NOTHING)
     task_id = f"key{unique}"
     first_flushed, second_done = threading.Event(), threading.Event()
     release_first = threading.Event()
 
     def first() -> None:
-        with transactions.session() as outbox:
-            outbox.emit(step(task_id, 0), "unused")
-            outbox.flush()  # what commit does first: its seq is taken, the key held
+        with transactions.unit_of_work() as uow:
+            uow.record(step(task_id, 0))
+            uow.flush()  # what commit does first: its seq is taken, the key held
             first_flushed.set()
             release_first.wait(10)
 
     def second() -> None:
         first_flushed.wait(10)
-        with transactions.session() as outbox:
-            outbox.emit(step(task_id, 1), "unused")
+        with transactions.unit_of_work() as uow:
+            uow.record(step(task_id, 1))
         second_done.set()
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
@@ -163,4 +163,4 @@ async def test_one_keys_transactions_take_seq_in_commit_order(
     finally:
         await broker.stop()
     records = await read_topic(test_settings.kafka_bootstrap_servers, topic, expect=2)
-    assert [json.loads(r.value)["data"]["step"] for r in records] == [0, 1]
+    assert [json.loads(r.value)["data"]["part"] for r in records] == [0, 1]

@@ -23,8 +23,8 @@ from labelloop.db import create_tables, get_engine
 from labelloop.messaging.topics import create_topics, topic_names
 from labelloop.stack.manager import Stack
 from labelloop.storage import ObjectStore
-from labelloop.synthetic import synthetic_frame
 from labelloop.tasks import Task
+from labelloop_tools.synthetic import synthetic_frame
 from schemas.events import LabelsThresholdReached, LabelsThresholdReachedData
 from schemas.topics import Topic
 from tests.integration.harness import free_port, service_process, wait_until

@@ -14,12 +14,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from labeler_assist.models import AssistFrame, Preannotation
+from labeler_assist.projections import PROJECTION
 from labeler_assist.serving import ModelServer, triton_model_name
 from labelloop.config import Settings
 from labelloop.messaging.outbox import Transactions
 from labelloop.stack.manager import Stack
 from labelloop.storage import ObjectStore
-from labelloop.synthetic import synthetic_frame
+from labelloop_tools.synthetic import synthetic_frame
 
 pytestmark = [pytest.mark.integration, pytest.mark.training]
 
@@ -77,7 +78,9 @@ async def test_a_model_lost_by_triton_is_loaded_again(
                 )
             )
         session.commit()
-    server = ModelServer(settings, store, Transactions(engine, settings.topic))
+    server = ModelServer(
+        settings, store, Transactions(engine, settings.topic, projection=PROJECTION)
+    )
     loaded = await server.load(
         task_id, 1, onnx_key, ["box"], hashlib.sha256(untrained_onnx).hexdigest()
     )

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from labelloop.synthetic import synthetic_frame
+from labelloop_tools.synthetic import synthetic_frame
 
 CACHE_ROOT = Path("var/test-models")
 YOLO_CONFIG_DIR = CACHE_ROOT / "ultralytics-config"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labeler_assist.detectors import OnnxRuntimeDetector
-from labelloop.synthetic import synthetic_frame
+from labelloop_tools.synthetic import synthetic_frame
 from tests.serving.conftest import HELD_OUT_SEEDS, TrainedModel, ultralytics_yolo
 from tests.serving.helpers import assert_same_boxes, corners, iou, png
 

@@ -19,7 +19,7 @@ from labeler_assist.detectors import (
     TritonHttpDetector,
 )
 from labelloop.config import Settings
-from labelloop.synthetic import synthetic_frame
+from labelloop_tools.synthetic import synthetic_frame
 from tests.serving.conftest import HELD_OUT_SEEDS, TrainedModel
 from tests.serving.helpers import assert_same_boxes, corners, png, private_triton
 

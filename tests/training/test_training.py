@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from labelloop.synthetic import synthetic_frame
+from labelloop_tools.synthetic import synthetic_frame
 from trainer.training import (
     LabeledFrame,
     _match,

@@ -20,6 +20,7 @@ from labelloop.messaging.batches import apply_batch, each_valid
 from labelloop.messaging.dlq import FailurePolicy
 from labelloop.messaging.errors import TransientError
 from labelloop.messaging.outbox import OutboxMessage, Transactions
+from labelloop.projections import NOTHING
 from labelloop.tasks import Task, task_created_event
 from schemas.events import TaskCreated
 
@@ -133,16 +134,16 @@ def test_a_unit_of_work_for_a_batch_marks_each_message_and_skips_those_done(
         assert not uow.already_done, "processed ids are per consumer"
 
 
-def test_emit_all_records_each_event_once_across_calls_and_within_one(tmp_path: Path) -> None:
+def test_record_all_records_each_event_once_across_calls_and_within_one(tmp_path: Path) -> None:
     engine = get_engine(f"sqlite:///{tmp_path}/outbox.db")
     create_tables(engine)
-    transactions = Transactions(engine)
+    transactions = Transactions(engine, projection=NOTHING)
     first, second = event("t1"), event("t2")
-    with transactions.session() as outbox:
-        assert outbox.emit_all([first, first], "tasks.events") == [first]
-    with transactions.session() as outbox, outbox.session.no_autoflush:
-        assert outbox.emit_all([first, second, second], "tasks.events") == [second]
-        assert not outbox.emit(second, "tasks.events"), "seen in this transaction, unflushed"
+    with transactions.unit_of_work() as uow:
+        assert uow.record_all([first, first]) == [first]
+    with transactions.unit_of_work() as uow, uow.session.no_autoflush:
+        assert uow.record_all([first, second, second]) == [second]
+        assert not uow.record(second), "seen in this transaction, unflushed"
     with Session(engine) as session:
         rows = session.exec(select(OutboxMessage.event_id).order_by(OutboxMessage.seq)).all()  # type: ignore[arg-type]
     assert rows == [first.id, second.id]

@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 from ingest.domain import parse_key
 from ingest.handlers import IngestDeps
 from ingest.models import Frame, TaskIngest
+from ingest.projections import PROJECTION
 from ingest.reconciler import Backoff, Reconciler, Watch, after_listing, listed_record, observe
 from ingest.reconciler import unseen as unseen_objects
 from labelloop.db import create_tables, get_engine
@@ -107,7 +108,7 @@ def deps(tmp_path: Path) -> IngestDeps:
     store.objects[f"tasks/{TASK}/manifest.json"] = b'{"files": ["f0.jpg", "f1.jpg", "f2.jpg"]}'
     return IngestDeps(
         store=store,  # type: ignore[arg-type]
-        transactions=Transactions(engine),
+        transactions=Transactions(engine, projection=PROJECTION),
         max_frame_bytes=1_000_000,
         max_frame_pixels=1_000_000,
     )

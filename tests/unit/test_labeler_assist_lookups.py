@@ -13,8 +13,11 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
+from ingest import projections as ingest
 from ingest.handlers import data_ready_events
+from jobgen import projections as jobgen
 from jobgen.handlers import handle_data_ready, handle_frames_listed
+from labeler_assist import projections as assist
 from labeler_assist.handlers import NotFound, NotPermitted, remember, submit_labels
 from labeler_assist.lookups import find_frame, find_job
 from labeler_assist.models import Annotation, AssistFrame, AssistJob, LabelCounter
@@ -30,7 +33,6 @@ from schemas.events import (
     LabelsSubmitted,
     TaskDataReady,
 )
-from schemas.topics import Topic
 
 TASK = "t-ryp"
 FRAMES = [f"f{index:02d}.jpg" for index in range(6)]
@@ -53,7 +55,7 @@ def transactions(tmp_path: Path) -> Transactions:
             )
         )
         session.commit()
-    return Transactions(engine)
+    return Transactions(engine)  # each service binds its own projection, as it does in serve
 
 
 def announce_frames(transactions: Transactions) -> list[FrameProcessed]:
@@ -76,17 +78,17 @@ def announce_frames(transactions: Transactions) -> list[FrameProcessed]:
         )
         for name in FRAMES
     ]
-    with transactions.session() as outbox:
+    with transactions.bound(ingest.PROJECTION).unit_of_work() as uow:
         for event in events:
-            outbox.emit(event, Topic.INGEST_EVENTS)
+            uow.record(event)
     return events
 
 
 def announce_jobs(transactions: Transactions) -> list[str]:
     *listing, ready = data_ready_events(TASK, FRAMES, rejected=0)
-    handle_frames_listed(listing, transactions)  # type: ignore[arg-type]
+    handle_frames_listed(listing, transactions.bound(jobgen.PROJECTION))  # type: ignore[arg-type]
     assert isinstance(ready, TaskDataReady)
-    return handle_data_ready(ready, transactions)
+    return handle_data_ready(ready, transactions.bound(jobgen.PROJECTION))
 
 
 def labels(frames: list[str]) -> list[FrameLabels]:
@@ -119,10 +121,10 @@ def test_labels_before_and_after_the_consumer_catches_up_count_once(
 ) -> None:
     frames = announce_frames(transactions)
     first, _ = announce_jobs(transactions)
-    with transactions.session() as outbox:
-        submit_labels(outbox, first, labels(FRAMES[:4]), ALICE)
-    with transactions.session() as outbox, pytest.raises(NotFound):
-        submit_labels(outbox, f"{TASK}-j9999", labels(FRAMES[:1]), ALICE)
+    with transactions.bound(assist.PROJECTION).unit_of_work() as uow:
+        submit_labels(uow, first, labels(FRAMES[:4]), ALICE)
+    with transactions.bound(assist.PROJECTION).unit_of_work() as uow, pytest.raises(NotFound):
+        submit_labels(uow, f"{TASK}-j9999", labels(FRAMES[:1]), ALICE)
 
     # the consumer catches up on every announced event
     with Session(transactions.engine) as session:
@@ -130,11 +132,11 @@ def test_labels_before_and_after_the_consumer_catches_up_count_once(
             select(OutboxMessage.payload).where(OutboxMessage.event_type == JobCreated.event_type())
         ).all()
     for event in frames:
-        remember([event], transactions)
+        remember([event], transactions.bound(assist.PROJECTION))
     for payload in announced:
-        remember([JobCreated.model_validate_json(payload)], transactions)
-    with transactions.session() as outbox:
-        submit_labels(outbox, first, labels(FRAMES[:4]), Principal("bob", Role.ANNOTATOR))
+        remember([JobCreated.model_validate_json(payload)], transactions.bound(assist.PROJECTION))
+    with transactions.bound(assist.PROJECTION).unit_of_work() as uow:
+        submit_labels(uow, first, labels(FRAMES[:4]), Principal("bob", Role.ANNOTATOR))
 
     with Session(transactions.engine) as session:
         counter = session.get(LabelCounter, TASK)
@@ -150,10 +152,10 @@ def test_the_right_to_label_is_checked_on_the_job_the_transaction_writes(
     announce_frames(transactions)
     first, _ = announce_jobs(transactions)
     elsewhere = Principal("mallory", Role.ANNOTATOR, frozenset({"another-task"}))
-    with transactions.session() as outbox, pytest.raises(NotFound):
-        submit_labels(outbox, first, labels(FRAMES[:2]), elsewhere)
-    with transactions.session() as outbox, pytest.raises(NotPermitted):
-        submit_labels(outbox, first, labels(FRAMES[:2]), Principal("audit", Role.AUDITOR))
+    with transactions.bound(assist.PROJECTION).unit_of_work() as uow, pytest.raises(NotFound):
+        submit_labels(uow, first, labels(FRAMES[:2]), elsewhere)
+    with transactions.bound(assist.PROJECTION).unit_of_work() as uow, pytest.raises(NotPermitted):
+        submit_labels(uow, first, labels(FRAMES[:2]), Principal("audit", Role.AUDITOR))
     with Session(transactions.engine) as session:
         assert session.exec(select(func.count()).select_from(Annotation)).one() == 0
         assert (

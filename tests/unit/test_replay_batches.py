@@ -12,11 +12,11 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from labelloop.bench_consumers import labels_submitted_event
-from labelloop.bench_replay import _history
 from labelloop.db import get_engine
 from labelloop.migrations import upgrade
 from labelloop.replay import UNREPLAYED_COLUMNS, EventApplier, projected_tables, projections
+from labelloop_tools.bench_consumers import labels_submitted_event
+from labelloop_tools.bench_replay import synthetic_history
 from schemas.envelope import CloudEvent
 from schemas.events import FrameRejected, FrameRejectedData
 
@@ -25,7 +25,7 @@ def history() -> list[CloudEvent[Any]]:
     events: list[CloudEvent[Any]] = []
     for task in range(3):
         task_id = f"r{task}"
-        events.extend(_history(task_id))
+        events.extend(synthetic_history(task_id))
         # a later submission relabels frame 3; frame 5 is refused after it was processed
         events.append(labels_submitted_event(3, task_id).model_copy(update={"id": f"re{task}"}))
         events.append(

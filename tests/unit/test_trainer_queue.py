@@ -19,6 +19,7 @@ from schemas.events import LabelsThresholdReached, LabelsThresholdReachedData
 from trainer.devices import Gpu, choose_device
 from trainer.handlers import Scheduler, enqueue
 from trainer.models import ModelVersion, TrainingRequest
+from trainer.projections import PROJECTION
 from trainer.queue import (
     Candidate,
     Enqueue,
@@ -97,7 +98,7 @@ def backdate(engine: Engine, task: str, seconds: float) -> None:
 
 
 def test_scheduler_order_aging_and_coalescing(engine: Engine, tmp_path: Path) -> None:
-    transactions = Transactions(engine)
+    transactions = Transactions(engine, projection=PROJECTION)
     settings = Settings(trainer_aging_s=600, database_url=f"sqlite:///{tmp_path}/trainer.db")
     scheduler = Scheduler(transactions, settings)
 
@@ -138,7 +139,7 @@ def test_scheduler_order_aging_and_coalescing(engine: Engine, tmp_path: Path) ->
 
 
 def test_crashed_runs_are_requeued_then_failed(engine: Engine, tmp_path: Path) -> None:
-    transactions = Transactions(engine)
+    transactions = Transactions(engine, projection=PROJECTION)
     settings = Settings(trainer_max_attempts=2, database_url=f"sqlite:///{tmp_path}/trainer.db")
     scheduler = Scheduler(transactions, settings)
     enqueue(threshold("t", 1, 1), transactions)

@@ -13,6 +13,7 @@ from sqlmodel import select
 from ingest.domain import MAX_FRAME_NAME
 from ingest.handlers import IngestDeps, handle_storage_events
 from ingest.models import Frame, FramePublic, TaskIngest
+from ingest.projections import PROJECTION
 from ingest.reconciler import Backoff, Reconciler
 from labelloop.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep
 from labelloop.api.tasks import require_task
@@ -34,7 +35,7 @@ StorageNotification = S3EventNotification | S3TestEvent
 def register(runtime: Runtime) -> None:
     deps = IngestDeps(
         store=runtime.store,
-        transactions=runtime.transactions,
+        transactions=runtime.transactions.bound(PROJECTION),
         max_frame_bytes=runtime.settings.ingest_max_frame_bytes,
         max_frame_pixels=runtime.settings.ingest_max_frame_pixels,
         raw_event_keys=runtime.settings.s3_event_key_encoding == "raw",

@@ -25,7 +25,6 @@ from ingest.domain import (
     parse_manifest,
 )
 from ingest.models import Frame, TaskIngest
-from ingest.projections import apply_frame_outcomes, apply_frame_rejected
 from labelloop.messaging.outbox import Transactions, UnitOfWork
 from labelloop.metrics import FRAMES
 from labelloop.storage import ObjectChanged, ObjectStore, ObjectTooLarge
@@ -42,7 +41,6 @@ from schemas.events import (
     TaskFramesListedData,
 )
 from schemas.s3 import S3EventNotification, S3EventRecord
-from schemas.topics import Topic
 
 log = logging.getLogger(__name__)
 SOURCE = "/labelloop/ingest"
@@ -167,7 +165,7 @@ def _record_frames(
                     )
                 )
             )  # since they were looked up: by the reconciler, or another replica
-            events = []
+            events: list[FrameProcessed | FrameRejected] = []
             declared = _declared_hashes(ingest)
             for ref, record, inspection in todo:
                 if ref.name in recorded:
@@ -176,16 +174,16 @@ def _record_frames(
                 if isinstance(inspection, tuple):
                     outcome = _check_declared_hash(declared, ref.name, inspection[1]) or inspection
                 events.append(_frame_event(ref, record.object_key, outcome))
-            frames = apply_frame_outcomes(uow.session, task_id, events)
-            uow.emit_all(events, Topic.INGEST_EVENTS)
-        for frame in frames:
-            FRAMES.labels(frame.status).inc()
-        if frames:
+            uow.record_all(events)
+        statuses = ["processed" if isinstance(e, FrameProcessed) else "rejected" for e in events]
+        for status in statuses:
+            FRAMES.labels(status).inc()
+        if statuses:
             log.info(
                 "task %s: %d frames processed, %d rejected",
                 task_id,
-                sum(frame.status == "processed" for frame in frames),
-                sum(frame.status == "rejected" for frame in frames),
+                statuses.count("processed"),
+                statuses.count("rejected"),
             )
         _maybe_data_ready(uow, ingest)
 
@@ -361,8 +359,7 @@ def _reject_mismatched_hashes(uow: UnitOfWork, ingest: TaskIngest) -> None:
             key=(frame.task_id, frame.name),
             taskid=frame.task_id,
         )
-        apply_frame_rejected(uow.session, rejected)
-        uow.emit(rejected, Topic.INGEST_EVENTS)
+        uow.record(rejected)
 
 
 def _maybe_data_ready(uow: UnitOfWork, ingest: TaskIngest) -> None:
@@ -386,9 +383,8 @@ def _maybe_data_ready(uow: UnitOfWork, ingest: TaskIngest) -> None:
     ingest.data_ready_at = datetime.now(UTC)
     uow.session.add(ingest)
     processed = [name for name in declared if frames[name].status == "processed"]
-    uow.emit_all(
-        data_ready_events(ingest.task_id, processed, rejected=len(declared) - len(processed)),
-        Topic.INGEST_EVENTS,
+    uow.record_all(
+        data_ready_events(ingest.task_id, processed, rejected=len(declared) - len(processed))
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from ingest.models import Frame
 from labelloop.db import insert_rows, rows_in
@@ -26,32 +26,10 @@ def apply_frame_rejected(session: Session, event: FrameRejected) -> Frame:
     return _rejected(session, session.get(Frame, (data.task_id, data.frame)), event)
 
 
-def apply_frame_outcomes(
-    session: Session, task_id: str, events: Sequence[FrameProcessed | FrameRejected]
-) -> list[Frame]:
-    """One task's frame events in order, as the single appliers would, in one query."""
-    names = {event.data.frame for event in events}
-    rows = {
-        frame.name: frame
-        for frame in session.exec(
-            select(Frame).where(Frame.task_id == task_id, col(Frame.name).in_(names))
-        )
-    }
-    frames = []
-    for event in events:
-        name = event.data.frame
-        if isinstance(event, FrameProcessed):
-            rows[name] = _processed(session, rows.get(name), event)
-        else:
-            rows[name] = _rejected(session, rows.get(name), event)
-        frames.append(rows[name])
-    return frames
-
-
 def apply_frame_events(session: Session, events: Sequence[FrameProcessed | FrameRejected]) -> None:
-    """Frame events of any tasks in order (a replay's batch), as the single appliers would:
-    frames already stored change through them, new ones are built as rows and inserted in
-    bulk."""
+    """Frame events of any tasks in order (a batch: live or replayed), as the single appliers
+    would: frames already stored change through them, new ones are built as rows and inserted
+    in bulk."""
     by_task: dict[str, list[FrameProcessed | FrameRejected]] = {}
     for event in events:
         by_task.setdefault(event.data.task_id, []).append(event)

@@ -36,7 +36,6 @@ from labelloop.storage import ListedObject
 from labelloop.tasks import Task
 from schemas.events import RECOVERED_PER_EVENT, ObjectsRecovered, ObjectsRecoveredData
 from schemas.s3 import S3EventRecord
-from schemas.topics import Topic
 
 log = logging.getLogger(__name__)
 
@@ -195,5 +194,5 @@ class Reconciler:
             key=(task_id, *(f"{item.key}@{item.etag}" for item in chunk)),
             taskid=task_id,
         )
-        with self.deps.transactions.session() as outbox:
-            outbox.emit(event, Topic.INGEST_EVENTS)
+        with self.deps.transactions.unit_of_work() as uow:
+            uow.record(event)

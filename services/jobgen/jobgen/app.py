@@ -11,6 +11,7 @@ from sqlmodel import select
 from jobgen.domain import natural_key
 from jobgen.handlers import handle_data_ready, handle_frames_listed
 from jobgen.models import Job, JobPublic
+from jobgen.projections import PROJECTION
 from labelloop.api.deps import PrincipalDep, SessionDep
 from labelloop.api.tasks import require_task
 from labelloop.messaging.batches import subscribe_batches
@@ -29,6 +30,8 @@ IngestEvent = event_union(Topic.INGEST_EVENTS)
 
 
 def register(runtime: Runtime) -> None:
+    transactions = runtime.transactions.bound(PROJECTION)
+
     async def apply(events: Sequence[IngestEvent]) -> None:  # type: ignore[valid-type]
         """Keep listing parts; cut each task whose data is ready into jobs, in order (frame
         events are not jobgen's)."""
@@ -40,12 +43,12 @@ def register(runtime: Runtime) -> None:
                 task_id = event.data.task_id
                 others = [part for part in listed if part.data.task_id != task_id]
                 if others:
-                    await asyncio.to_thread(handle_frames_listed, others, runtime.transactions)
+                    await asyncio.to_thread(handle_frames_listed, others, transactions)
                 mine = [part for part in listed if part.data.task_id == task_id]
-                await asyncio.to_thread(handle_data_ready, event, runtime.transactions, mine)
+                await asyncio.to_thread(handle_data_ready, event, transactions, mine)
                 listed = []
         if listed:
-            await asyncio.to_thread(handle_frames_listed, listed, runtime.transactions)
+            await asyncio.to_thread(handle_frames_listed, listed, transactions)
 
     subscribe_batches(
         runtime,

@@ -10,7 +10,6 @@ from sqlmodel import Session, col, select
 
 from jobgen.domain import job_id, plan_jobs
 from jobgen.models import FrameListing
-from jobgen.projections import apply_frames_listed, apply_job_created
 from labelloop.messaging.outbox import Transactions
 from labelloop.tasks import Task
 from schemas.events import (
@@ -21,7 +20,6 @@ from schemas.events import (
     TaskJobsReady,
     TaskJobsReadyData,
 )
-from schemas.topics import Topic
 
 log = logging.getLogger(__name__)
 SOURCE = "/labelloop/jobgen"
@@ -35,9 +33,7 @@ class ListingIncomplete(LookupError):
 def handle_frames_listed(events: Sequence[TaskFramesListed], transactions: Transactions) -> None:
     """Keep listing parts (a batch in one transaction) for the ``task.data-ready`` after them."""
     with transactions.unit_of_work(CONSUMER, [event.id for event in events]) as uow:
-        for event in events:
-            if event.id not in uow.done:
-                apply_frames_listed(uow.session, event)
+        uow.apply_all([event for event in events if event.id not in uow.done])
 
 
 def listed_frames(session: Session, event: TaskDataReady) -> list[str]:
@@ -67,16 +63,14 @@ def handle_data_ready(
     """
     task_id = event.data.task_id
     with transactions.unit_of_work(CONSUMER, [*(part.id for part in listed), event.id]) as uow:
-        for part in listed:
-            if part.id not in uow.done:
-                apply_frames_listed(uow.session, part)
+        uow.apply_all([part for part in listed if part.id not in uow.done])
         if event.id in uow.done:
             return []
         task = uow.session.get(Task, task_id)
         if task is None:
             raise LookupError(f"task.data-ready for unknown task {task_id}")
         plans = plan_jobs(listed_frames(uow.session, event), task.segment_size, task.overlap)
-        ids = []
+        jobs = []
         for plan in plans:
             new_job = job_id(task_id, plan.index)
             created = JobCreated.create(
@@ -93,18 +87,14 @@ def handle_data_ready(
                 subject=new_job,
                 cause=event,
             )
-            apply_job_created(uow.session, created)
-            ids.append(new_job)
-            uow.emit(created, Topic.JOBGEN_EVENTS)
-        uow.emit(
-            TaskJobsReady.create(
-                TaskJobsReadyData(task_id=task_id, job_count=len(ids)),
-                source=SOURCE,
-                key=(task_id,),
-                taskid=task_id,
-                cause=event,
-            ),
-            Topic.JOBGEN_EVENTS,
+            jobs.append(created)
+        ready = TaskJobsReady.create(
+            TaskJobsReadyData(task_id=task_id, job_count=len(jobs)),
+            source=SOURCE,
+            key=(task_id,),
+            taskid=task_id,
+            cause=event,
         )
-    log.info("task %s: %d jobs", task_id, len(ids))
-    return ids
+        uow.record_all([*jobs, ready])
+    log.info("task %s: %d jobs", task_id, len(jobs))
+    return [job.data.job_id for job in jobs]

@@ -20,6 +20,7 @@ from labeler_assist.handlers import (
 )
 from labeler_assist.lookups import find_job
 from labeler_assist.models import Annotation, AssistFrame, Preannotation
+from labeler_assist.projections import PROJECTION
 from labeler_assist.serving import ModelServer
 from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from labelloop.db import in_chunks
@@ -47,7 +48,8 @@ UpstreamEvent = event_union(*TOPICS)
 
 
 def register(runtime: Runtime) -> None:
-    server = ModelServer(runtime.settings, runtime.store, runtime.transactions)
+    transactions = runtime.transactions.bound(PROJECTION)
+    server = ModelServer(runtime.settings, runtime.store, transactions)
 
     async def apply(events: Sequence[Any]) -> None:
         """Project the batch's frames and jobs, then pre-annotate each new job, load each model.
@@ -55,7 +57,7 @@ def register(runtime: Runtime) -> None:
         ``events`` are ``UpstreamEvent``s.
         """
         views = [e for e in events if isinstance(e, FrameProcessed | JobCreated)]
-        await asyncio.to_thread(remember, views, runtime.transactions)
+        await asyncio.to_thread(remember, views, transactions)
         for event in events:
             if isinstance(event, JobCreated):
                 await server.preannotate(
@@ -117,8 +119,9 @@ def put_annotations(
 ) -> JobAnnotations:
     """Save labels for frames of a job (each frame's boxes replace its previous ones)."""
     try:
-        with runtime.transactions.session() as outbox:  # the check and the write: one transaction
-            submit_labels(outbox, job_id, body.frames, principal)
+        # the check and the write: one transaction
+        with runtime.transactions.bound(PROJECTION).unit_of_work() as uow:
+            submit_labels(uow, job_id, body.frames, principal)
     except NotFound as missing:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(missing)) from missing
     except NotPermitted as refused:

@@ -16,13 +16,8 @@ from labeler_assist.domain import (
 )
 from labeler_assist.lookups import find_frame, find_job
 from labeler_assist.models import Annotation, LabelCounter
-from labeler_assist.projections import (
-    apply_labels_submitted,
-    apply_threshold_reached,
-    apply_views,
-)
 from labelloop.auth import Principal
-from labelloop.messaging.outbox import Outbox, Transactions
+from labelloop.messaging.outbox import Transactions, UnitOfWork
 from labelloop.tasks import Task
 from schemas.events import (
     FrameLabels,
@@ -33,7 +28,6 @@ from schemas.events import (
     LabelsThresholdReached,
     LabelsThresholdReachedData,
 )
-from schemas.topics import Topic
 
 SOURCE = "/labelloop/labeler-assist"
 CONSUMER = "labeler-assist"
@@ -59,7 +53,7 @@ def remember(events: Sequence[FrameProcessed | JobCreated], transactions: Transa
         transactions.unit_of_work(CONSUMER, [event.id for event in events]) as uow,
         uow.session.no_autoflush,
     ):
-        apply_views(uow.session, [event for event in events if event.id not in uow.done])
+        uow.apply_all([event for event in events if event.id not in uow.done])
 
 
 def _lock_counter(session: Session, task_id: str) -> LabelCounter:
@@ -78,7 +72,7 @@ def _lock_counter(session: Session, task_id: str) -> LabelCounter:
 
 
 def submit_labels(
-    outbox: Outbox, job_id: str, annotations: list[FrameLabels], principal: Principal
+    uow: UnitOfWork, job_id: str, annotations: list[FrameLabels], principal: Principal
 ) -> LabelsSubmitted:
     """Store a job's labels; announce them, and each label-threshold crossing exactly once.
 
@@ -89,7 +83,7 @@ def submit_labels(
     caller may not see), :class:`NotPermitted` for a role that cannot label, and
     ``InvalidAnnotation`` for a bad box or a frame outside the job; nothing is stored then.
     """
-    session = outbox.session
+    session = uow.session
     job = find_job(session, job_id)
     if job is None or not principal.can_read(job.task_id):
         raise NotFound(f"no job {job_id}")
@@ -126,8 +120,7 @@ def submit_labels(
         taskid=task.id,
         subject=job_id,
     )
-    apply_labels_submitted(session, submitted)
-    outbox.emit(submitted, Topic.LABELS_EVENTS)
+    uow.record(submitted)
     for crossing in new_crossings(counter.labeled_frames, task.label_threshold, counter.crossings):
         reached = LabelsThresholdReached.create(
             LabelsThresholdReachedData(
@@ -141,6 +134,5 @@ def submit_labels(
             taskid=task.id,
             cause=submitted,
         )
-        apply_threshold_reached(session, reached)
-        outbox.emit(reached, Topic.LABELS_EVENTS)
+        uow.record(reached)
     return submitted

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 from sqlmodel import Session, col, select
 
 from labeler_assist.models import Annotation, AssistFrame, Preannotation, ServedModel
-from labeler_assist.projections import apply_preannotation_ready
 from labelloop.config import Settings
 from labelloop.db import in_chunks
 from labelloop.integrity import NotAsRecorded, read_verified
@@ -30,7 +29,6 @@ from labelloop.metrics import INFERENCE_LATENCY
 from labelloop.storage import ObjectStore
 from schemas.envelope import CloudEvent
 from schemas.events import PreannotationReady, PreannotationReadyData, PredictedBox
-from schemas.topics import Topic
 
 log = logging.getLogger(__name__)
 SOURCE = "/labelloop/labeler-assist"
@@ -270,9 +268,9 @@ class ModelServer:
         cause: CloudEvent[Any] | None,
     ) -> None:
         """Store the boxes and announce them, linked to the event that asked for them."""
-        with self.transactions.session() as outbox:
+        with self.transactions.unit_of_work() as uow:
             for name, found in zip(frames, detections, strict=True):
-                if outbox.session.get(Preannotation, (model.task_id, name, model.version)):
+                if uow.session.get(Preannotation, (model.task_id, name, model.version)):
                     continue
                 names = model.labels
                 predictions = [
@@ -302,5 +300,4 @@ class ModelServer:
                     taskid=model.task_id,
                     cause=cause,
                 )
-                apply_preannotation_ready(outbox.session, ready)
-                outbox.emit(ready, Topic.LABELS_EVENTS)
+                uow.record(ready)

@@ -16,6 +16,7 @@ from schemas.events import FrameProcessed, LabelsSubmitted, LabelsThresholdReach
 from schemas.topics import Topic
 from trainer.handlers import Scheduler, enqueue, record_frames, record_labels
 from trainer.models import ModelVersion, ModelVersionPublic
+from trainer.projections import PROJECTION
 
 NAME = "trainer"
 CONSUMER_GROUP = "labelloop-trainer"
@@ -28,20 +29,22 @@ LabelsEvent = event_union(*TOPICS)
 
 
 def register(runtime: Runtime) -> None:
+    transactions = runtime.transactions.bound(PROJECTION)
+
     async def apply(events: Sequence[LabelsEvent]) -> None:  # type: ignore[valid-type]
         """Keep validated frames and submitted labels; queue a run for each threshold crossing."""
         frames = [event for event in events if isinstance(event, FrameProcessed)]
-        await asyncio.to_thread(record_frames, frames, runtime.transactions)
+        await asyncio.to_thread(record_frames, frames, transactions)
         labels = [e for e in events if isinstance(e, LabelsSubmitted | LabelsThresholdReached)]
         run: list[LabelsSubmitted] = []  # consecutive submissions go in one transaction
         for event in [*labels, None]:
             if isinstance(event, LabelsSubmitted):
                 run.append(event)
                 continue
-            await asyncio.to_thread(record_labels, run, runtime.transactions)
+            await asyncio.to_thread(record_labels, run, transactions)
             run = []
             if isinstance(event, LabelsThresholdReached):
-                await asyncio.to_thread(enqueue, event, runtime.transactions)
+                await asyncio.to_thread(enqueue, event, transactions)
 
     subscribe_batches(
         runtime,
@@ -52,7 +55,7 @@ def register(runtime: Runtime) -> None:
         title="trainer",
     )
 
-    runtime.background.append(Scheduler(runtime.transactions, runtime.settings).run)
+    runtime.background.append(Scheduler(transactions, runtime.settings).run)
 
 
 @router.get("/tasks/{task_id}/models")

@@ -23,7 +23,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from labelloop.config import Settings
-from labelloop.messaging.outbox import Outbox, Transactions
+from labelloop.messaging.outbox import Transactions, UnitOfWork
 from labelloop.metrics import EPOCHS_PER_SECOND, QUEUE_DEPTH, QUEUE_WAIT, RUN_DURATION
 from schemas.events import (
     FrameProcessed,
@@ -34,15 +34,8 @@ from schemas.events import (
     TrainingStarted,
     TrainingStartedData,
 )
-from schemas.topics import Topic
 from trainer.devices import choose_device, visible_gpus
 from trainer.models import ModelVersion, TrainingRequest
-from trainer.projections import (
-    apply_frames_batch,
-    apply_labels_batch,
-    apply_training_failed,
-    apply_training_started,
-)
 from trainer.queue import (
     Candidate,
     Enqueue,
@@ -70,7 +63,7 @@ def record_labels(events: Sequence[LabelsSubmitted], transactions: Transactions)
         return
     with transactions.unit_of_work(CONSUMER, [event.id for event in events]) as uow:
         fresh = {event.id: event for event in events if event.id not in uow.done}
-        apply_labels_batch(uow.session, list(fresh.values()))
+        uow.apply_all(list(fresh.values()))
 
 
 def record_frames(events: Sequence[FrameProcessed], transactions: Transactions) -> None:
@@ -78,7 +71,7 @@ def record_frames(events: Sequence[FrameProcessed], transactions: Transactions) 
     if not events:
         return
     with transactions.unit_of_work(CONSUMER, [event.id for event in events]) as uow:
-        apply_frames_batch(uow.session, [event for event in events if event.id not in uow.done])
+        uow.apply_all([event for event in events if event.id not in uow.done])
 
 
 def enqueue(event: LabelsThresholdReached, transactions: Transactions) -> Enqueue | None:
@@ -159,10 +152,10 @@ def progress_event(
     )
 
 
-def fail_run(outbox: Outbox, request: TrainingRequest, error: str) -> None:
+def fail_run(uow: UnitOfWork, request: TrainingRequest, error: str) -> None:
     """Mark a run failed, its version too, and say why."""
     request.status, request.error, request.finished_at = RunStatus.FAILED, error[:2000], _now()
-    outbox.session.add(request)
+    uow.session.add(request)
     failed = TrainingFailed.create(
         TrainingFailedData(
             task_id=request.task_id,
@@ -175,8 +168,7 @@ def fail_run(outbox: Outbox, request: TrainingRequest, error: str) -> None:
         taskid=request.task_id,
         **run_links(request),
     )
-    apply_training_failed(outbox.session, failed)
-    outbox.emit(failed, Topic.TRAINER_EVENTS)
+    uow.record(failed)
 
 
 class Scheduler:
@@ -223,8 +215,8 @@ class Scheduler:
 
     def choose_preemption(self) -> str | None:
         """The run of this scheduler to preempt now, recorded with the run it yields to."""
-        with self.transactions.session() as outbox:
-            rows = outbox.session.exec(
+        with self.transactions.unit_of_work() as uow:
+            rows = uow.session.exec(
                 select(TrainingRequest).where(
                     col(TrainingRequest.status).in_([RunStatus.QUEUED, RunStatus.RUNNING])
                 )
@@ -251,20 +243,20 @@ class Scheduler:
             challenger = pick_next(queued, _now(), self.settings.trainer_aging_s, busy)
             row = next(r for r in mine if r.id == victim.request_id)
             row.preempted_by = challenger.request_id if challenger else None
-            outbox.session.add(row)
+            uow.session.add(row)
             return victim.request_id
 
     def recover(self) -> None:
         """Runs left ``running`` by a dead trainer go back to the queue, or fail for good."""
-        with self.transactions.session() as outbox:
-            orphans = outbox.session.exec(
+        with self.transactions.unit_of_work() as uow:
+            orphans = uow.session.exec(
                 select(TrainingRequest).where(TrainingRequest.status == RunStatus.RUNNING)
             ).all()
             for request in orphans:
                 if _owner_alive(request.owner) and request.owner != owner_tag():
                     continue
                 if _crashes(request) >= self.settings.trainer_max_attempts:
-                    fail_run(outbox, request, f"the trainer died during attempt {request.attempts}")
+                    fail_run(uow, request, f"the trainer died during attempt {request.attempts}")
                     continue
                 log.warning(
                     "requeueing run %s of task %s after a trainer crash",
@@ -272,11 +264,11 @@ class Scheduler:
                     request.task_id,
                 )
                 request.status, request.owner = RunStatus.QUEUED, None
-                outbox.session.add(request)
+                uow.session.add(request)
                 if request.version is not None:
-                    stale = outbox.session.get(ModelVersion, (request.version, request.task_id))
+                    stale = uow.session.get(ModelVersion, (request.version, request.task_id))
                     if stale is not None:
-                        outbox.session.delete(stale)
+                        uow.session.delete(stale)
                 request.version = None
 
     def claim_next(self) -> TrainingRequest | None:
@@ -284,8 +276,8 @@ class Scheduler:
         device = choose_device(visible_gpus(), self.settings.trainer_gpu_min_free_mib)
         if device is None:
             return None  # every GPU is too full: wait for memory rather than fail
-        with self.transactions.session() as outbox:
-            session = outbox.session
+        with self.transactions.unit_of_work() as uow:
+            session = uow.session
             rows = session.exec(
                 select(TrainingRequest).where(
                     col(TrainingRequest.status).in_([RunStatus.QUEUED, RunStatus.RUNNING])
@@ -323,8 +315,7 @@ class Scheduler:
                 epoch=0,
                 epochs=planned_epochs(self.settings, warm_start=warm),
             )
-            apply_training_started(session, started)
-            outbox.emit(started, Topic.TRAINER_EVENTS)
+            uow.record(started)
         latency = (_now() - _aware(request.first_threshold_at)).total_seconds()
         QUEUE_WAIT.observe(latency)
         log.info(
@@ -366,20 +357,20 @@ class Scheduler:
             self.preempting.discard(request.id)
 
     def _after_crash(self, request_id: str, code: int) -> None:
-        with self.transactions.session() as outbox:
-            request = outbox.session.get(TrainingRequest, request_id)
+        with self.transactions.unit_of_work() as uow:
+            request = uow.session.get(TrainingRequest, request_id)
             if request is None or request.status != RunStatus.RUNNING:
                 return
             if _crashes(request) < self.settings.trainer_max_attempts:
                 log.warning("run %s exited with %d; requeued", request_id, code)
                 request.status, request.owner = RunStatus.QUEUED, None
-                stale = outbox.session.get(ModelVersion, (request.version, request.task_id))
+                stale = uow.session.get(ModelVersion, (request.version, request.task_id))
                 if stale is not None:
-                    outbox.session.delete(stale)
+                    uow.session.delete(stale)
                 request.version = None
-                outbox.session.add(request)
+                uow.session.add(request)
             else:
-                fail_run(outbox, request, f"the training process exited with status {code}")
+                fail_run(uow, request, f"the training process exited with status {code}")
 
 
 def _crashes(request: TrainingRequest) -> int:

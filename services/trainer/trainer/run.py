@@ -48,14 +48,9 @@ from schemas.events import (
     TrainingPreempted,
     TrainingPreemptedData,
 )
-from schemas.topics import Topic
 from trainer.handlers import SOURCE, fail_run, planned_epochs, progress_event, run_links
 from trainer.models import ModelVersion, TrainingFrame, TrainingLabel, TrainingRequest
-from trainer.projections import (
-    apply_model_published,
-    apply_model_rejected,
-    apply_training_preempted,
-)
+from trainer.projections import PROJECTION
 from trainer.queue import RunStatus
 from trainer.registry import (
     MAX_ARTIFACT_BYTES,
@@ -111,7 +106,8 @@ def main(request_id: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
     settings = get_settings()
     engine = get_engine(settings.database_url)
-    transactions = Transactions(engine, settings.topic)  # the service's relay publishes
+    # the service's relay publishes what this process records
+    transactions = Transactions(engine, settings.topic, projection=PROJECTION)
     store = ObjectStore.from_settings(settings)
     with Session(engine) as session:
         request = session.get(TrainingRequest, request_id)
@@ -155,11 +151,11 @@ def main(request_id: str) -> None:
         )
     except Exception as error:  # every failure is reported, with its cause
         log.exception("run %s failed", request_id)
-        with transactions.session() as outbox:
-            failing = outbox.session.get(TrainingRequest, request_id)
+        with transactions.unit_of_work() as uow:
+            failing = uow.session.get(TrainingRequest, request_id)
             if _still_mine(failing, attempt):
                 assert failing is not None
-                fail_run(outbox, failing, f"{type(error).__name__}: {error}")
+                fail_run(uow, failing, f"{type(error).__name__}: {error}")
 
 
 def _run(
@@ -286,12 +282,11 @@ def _progress(
     """Announce each finished epoch (``training.started`` with its progress)."""
 
     def on_epoch(epoch: int, total: int) -> None:
-        with transactions.session() as outbox:
-            outbox.emit(
+        with transactions.unit_of_work() as uow:
+            uow.record(
                 progress_event(
                     request, attempt, device, epoch=done_before + epoch, epochs=done_before + total
-                ),
-                Topic.TRAINER_EVENTS,
+                )
             )
 
     return on_epoch
@@ -348,8 +343,8 @@ def _requeue_preempted(
     stopped: Any,
 ) -> None:
     """Keep the checkpoint, put the run back in the queue to resume from it, and say so."""
-    with transactions.session() as outbox:
-        request = outbox.session.get(TrainingRequest, request_id)
+    with transactions.unit_of_work() as uow:
+        request = uow.session.get(TrainingRequest, request_id)
         if not _still_mine(request, attempt):
             return
         assert request is not None and request.version is not None
@@ -372,14 +367,13 @@ def _requeue_preempted(
             taskid=request.task_id,
             **run_links(request),
         )
-        apply_training_preempted(outbox.session, preempted)
-        outbox.emit(preempted, Topic.TRAINER_EVENTS)
+        uow.record(preempted)
         request.status, request.owner, request.version = RunStatus.QUEUED, None, None
         request.checkpoint_key, request.epochs_done = key, epochs_done
         request.checkpoint_sha256 = preempted.data.checkpoint_sha256
         request.preemptions += 1
         request.preempted_by = None
-        outbox.session.add(request)
+        uow.session.add(request)
     log.info("run %s preempted after %d of %d epochs; requeued", request_id, epochs_done, epochs)
 
 
@@ -408,8 +402,8 @@ def _finish(
     reason: str | None,
     artifacts: Artifacts,
 ) -> None:
-    with transactions.session() as outbox:
-        session = outbox.session
+    with transactions.unit_of_work() as uow:
+        session = uow.session
         request = session.get(TrainingRequest, request_id)
         if not _still_mine(request, attempt):
             log.warning("run %s: attempt %d no longer owns it; result dropped", request_id, attempt)
@@ -432,8 +426,7 @@ def _finish(
                 taskid=request.task_id,
                 **run_links(request),
             )
-            apply_model_published(session, published)
-            outbox.emit(published, Topic.TRAINER_EVENTS)
+            uow.record(published)
         else:
             rejected = ModelRejected.create(
                 ModelRejectedData(
@@ -451,8 +444,7 @@ def _finish(
                 taskid=request.task_id,
                 **run_links(request),
             )
-            apply_model_rejected(session, rejected)
-            outbox.emit(rejected, Topic.TRAINER_EVENTS)
+            uow.record(rejected)
         request.status, request.finished_at = RunStatus.DONE, datetime.now(UTC)
         request.checkpoint_key, request.checkpoint_sha256 = None, None
         session.add(request)

@@ -22,7 +22,6 @@ from schemas.events import (
     WebhookSubscriptionDeletedData,
     event_union,
 )
-from schemas.topics import Topic
 from webhooks.domain import (
     UnsafeTarget,
     check_address,
@@ -41,7 +40,7 @@ from webhooks.models import (
     SubscriptionCreated,
     SubscriptionPublic,
 )
-from webhooks.projections import apply_subscription_created, apply_subscription_deleted
+from webhooks.projections import PROJECTION
 
 NAME = "webhooks"
 CONSUMER_GROUP = "labelloop-webhooks"
@@ -57,12 +56,13 @@ AnyEvent = event_union(*PROJECT_TOPICS)
 
 
 def register(runtime: Runtime) -> None:
+    transactions = runtime.transactions.bound(PROJECTION)
     dispatcher = Dispatcher(runtime.engine, runtime.settings)
     max_attempts = runtime.settings.webhook_max_attempts
 
     async def apply(events: Sequence[AnyEvent]) -> None:  # type: ignore[valid-type]
         """Queue a delivery per subscription that wants each event; wake the dispatcher."""
-        if await asyncio.to_thread(fan_out, events, runtime.transactions, max_attempts):
+        if await asyncio.to_thread(fan_out, events, transactions, max_attempts):
             dispatcher.wake()
 
     subscribe_batches(
@@ -111,11 +111,12 @@ def create_subscription(
         subject=subscription_id,
         taskid=body.task_id,
     )
-    with runtime.transactions.session() as outbox:
-        subscription = apply_subscription_created(
-            outbox.session, created, secret=body.secret or new_secret()
-        )
-        outbox.emit(created, Topic.WEBHOOKS_EVENTS, key=subscription_id)
+    with runtime.transactions.bound(PROJECTION).unit_of_work() as uow:
+        uow.record(created, key=subscription_id)
+        subscription = uow.session.get(Subscription, subscription_id)
+        assert subscription is not None
+        subscription.secret = body.secret or new_secret()  # never in the event
+        uow.session.add(subscription)
     return SubscriptionCreated.model_validate(subscription, from_attributes=True)
 
 
@@ -145,9 +146,8 @@ def delete_subscription(
         subject=subscription.id,
         taskid=subscription.task_id,
     )
-    with runtime.transactions.session() as outbox:
-        apply_subscription_deleted(outbox.session, deleted)
-        outbox.emit(deleted, Topic.WEBHOOKS_EVENTS, key=subscription.id)
+    with runtime.transactions.bound(PROJECTION).unit_of_work() as uow:
+        uow.record(deleted, key=subscription.id)
 
 
 @router.post("/{subscription_id}/ping", status_code=status.HTTP_202_ACCEPTED)

@@ -16,14 +16,13 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
-from labelloop.bench_consumers import frame_processed_event, labels_submitted_event
 from labelloop.config import Settings
 from labelloop.messaging.security import kafka_client_options
 from labelloop.messaging.topics import create_topics, topic_names
 from labelloop.replay import replay
+from labelloop_tools.bench_consumers import frame_processed_event, labels_submitted_event
 from schemas.envelope import CloudEvent
 from schemas.events import (
-    EVENTS_BY_TOPIC,
     JobCreated,
     JobCreatedData,
     PreannotationReady,
@@ -32,12 +31,14 @@ from schemas.events import (
     TaskCreated,
     TaskCreatedData,
 )
+from schemas.topics import topic_of
 
 TASKS, FRAMES, SEGMENT = 20, 250, 50
-TOPIC_OF = {cls: topic for topic, classes in EVENTS_BY_TOPIC.items() for cls in classes}
 
 
-def _history(task_id: str) -> Iterator[CloudEvent[Any]]:
+def synthetic_history(task_id: str) -> Iterator[CloudEvent[Any]]:
+    """One task's events in the order the services record them: the task, its frames, its
+    jobs, then a label submission and a pre-annotation per frame."""
     yield TaskCreated.create(
         TaskCreatedData(
             task_id=task_id,
@@ -94,8 +95,8 @@ async def _produce(settings: Settings) -> int:
     try:
         for task in range(TASKS):
             task_id = f"bench{task}"
-            for event in _history(task_id):
-                topic = settings.topic(TOPIC_OF[type(event)])
+            for event in synthetic_history(task_id):
+                topic = settings.topic(topic_of(event.type))
                 await producer.send(topic, event.model_dump_json().encode(), key=task_id.encode())
                 sent += 1
         await producer.flush()

@@ -15,15 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from labelloop.bench_consumers import bench_consumers
-from labelloop.bench_replay import bench_replay
-from labelloop.bench_scale import bench_scale
-from labelloop.bench_serving import bench_preannotate_640, bench_preannotate_batch, bench_retrain
 from labelloop.config import Settings
+from labelloop_tools.bench_consumers import bench_consumers
+from labelloop_tools.bench_replay import bench_replay
+from labelloop_tools.bench_scale import bench_scale
+from labelloop_tools.bench_serving import (
+    bench_preannotate_640,
+    bench_preannotate_batch,
+    bench_retrain,
+)
 
 if TYPE_CHECKING:
     from labelloop.client import LabelloopClient
-    from labelloop.demo import LocalReceiver
+    from labelloop_tools.demo import LocalReceiver
 
 Benchmark = Callable[[Settings, Console], dict[str, Any]]
 
@@ -39,7 +43,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def bench_storage_to_kafka(settings: Settings, console: Console) -> dict[str, Any]:
     """MinIO put → its S3 record consumed from Kafka, sequential puts."""
-    from labelloop.probes import storage_round_trips
+    from labelloop_tools.probes import storage_round_trips
 
     count = 50
     console.log(f"storage_to_kafka: {count} puts")
@@ -59,6 +63,7 @@ def bench_outbox(settings: Settings, console: Console) -> dict[str, Any]:
     from labelloop.messaging.broker import create_broker, kafka_publisher
     from labelloop.messaging.outbox import OutboxRelay, Transactions
     from labelloop.messaging.topics import create_topics
+    from labelloop.projections import NOTHING
     from schemas.events import TaskDataReady, TaskDataReadyData
 
     count, batch = 2000, 100
@@ -71,7 +76,7 @@ def bench_outbox(settings: Settings, console: Console) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as folder:
             engine = get_engine(f"sqlite:///{folder}/bench.db")
             create_tables(engine)
-            transactions = Transactions(engine)
+            transactions = Transactions(engine, bench_settings.topic, projection=NOTHING)
 
             def event(index: int) -> TaskDataReady:
                 return TaskDataReady.create(
@@ -86,13 +91,13 @@ def bench_outbox(settings: Settings, console: Console) -> dict[str, Any]:
             started = time.perf_counter()
             for index in range(count):
                 with transactions.unit_of_work("bench", str(index)) as uow:
-                    uow.emit(event(index), topic)
+                    uow.record(event(index))
             recorded_s = time.perf_counter() - started
             started = time.perf_counter()
             for first in range(count, 2 * count, batch):  # as a batch consumer records them
                 indexes = range(first, first + batch)
                 with transactions.unit_of_work("bench", [str(i) for i in indexes]) as uow:
-                    uow.emit_all([event(i) for i in indexes], topic)
+                    uow.record_all([event(i) for i in indexes])
             batched_s = time.perf_counter() - started
             broker = create_broker(bench_settings, client_id="bench")
             await broker.start()
@@ -134,7 +139,7 @@ def _pushed_at(receiver: LocalReceiver, task_id: str, deadline: float) -> float:
 def _subscribed_receiver(client: LabelloopClient) -> Iterator[LocalReceiver]:
     """A local receiver subscribed to every task's ``task.jobs-ready``, unsubscribed after
     (a subscription left behind would send each later run's events to a closed port)."""
-    from labelloop.demo import LocalReceiver
+    from labelloop_tools.demo import LocalReceiver
 
     receiver = LocalReceiver()
     url = receiver.start()
@@ -159,7 +164,7 @@ def bench_jobs_ready(settings: Settings, console: Console) -> dict[str, Any]:
     import threading
 
     from labelloop.client import LabelloopClient
-    from labelloop.probes import write_frames
+    from labelloop_tools.probes import write_frames
 
     tasks, frames, poll_period_s = 20, 25, 5.0
     console.log(f"jobs_ready: {tasks} tasks of {frames} frames, polling every {poll_period_s:.0f}s")
@@ -213,7 +218,7 @@ def bench_jobs_ready_large(settings: Settings, console: Console) -> dict[str, An
     import tempfile
 
     from labelloop.client import LabelloopClient
-    from labelloop.probes import write_frames
+    from labelloop_tools.probes import write_frames
 
     frames = 2000
     console.log(f"jobs_ready_large: one task of {frames} frames")
@@ -243,8 +248,8 @@ def bench_reconcile(settings: Settings, console: Console) -> dict[str, Any]:
     import tempfile
 
     from labelloop.client import LabelloopClient
-    from labelloop.probes import write_frames
     from labelloop.stack.manager import Stack
+    from labelloop_tools.probes import write_frames
 
     frames, tasks = 25, 3
     console.log(f"reconcile: {tasks} tasks of {frames} frames with notifications switched off")
@@ -286,7 +291,7 @@ def bench_ingest(settings: Settings, console: Console) -> dict[str, Any]:
     from PIL import Image
 
     from labelloop.client import JOBS_READY, LabelloopClient
-    from labelloop.probes import write_frames
+    from labelloop_tools.probes import write_frames
 
     count = 1000
     console.log(f"ingest: {count} frames")

@@ -19,14 +19,51 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from labelloop.client import LabelloopClient
 from labelloop.config import Settings
 from labelloop.progress import create_task_with_progress, frame_files
-from labelloop.synthetic import Box, annotations_body
+from labelloop_tools.synthetic import Box, annotations_body
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "frames"
-LOOP_SAMPLES = SAMPLES.parent / "loop"
-"""52 synthetic frames (``labelloop.synthetic``, seeds 0-51) for the model-in-the-loop run."""
-LOOP_LABELS = SAMPLES.parent / "loop-labels.json"
-"""Their boxes, as an annotator would submit them (the demo labels the first 40 with these)."""
+CHECKOUT_SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+"""The checkout's ``samples/``: this package lives in ``tools/`` beside it and is never
+installed anywhere else (the wheel and the image hold neither)."""
 JOB_EVENTS = ["io.labelloop.job.created.v1", "io.labelloop.task.jobs-ready.v1"]
+
+
+class SamplesNotFoundError(FileNotFoundError):
+    """The samples folder, or a part of it the demo reads, is not where it was looked for."""
+
+
+@dataclass(frozen=True)
+class Samples:
+    """The bundled sample data, under one root (``--samples``, default the checkout's)."""
+
+    root: Path
+
+    @property
+    def frames(self) -> Path:
+        """25 frames for the upload-to-jobs run, two of them corrupt."""
+        return self.root / "frames"
+
+    @property
+    def loop(self) -> Path:
+        """52 synthetic frames (``labelloop_tools.synthetic``, seeds 0-51) for the model loop."""
+        return self.root / "loop"
+
+    @property
+    def loop_labels(self) -> Path:
+        """Their boxes, as an annotator would submit them (the demo labels the first 40)."""
+        return self.root / "loop-labels.json"
+
+    @classmethod
+    def locate(cls, root: Path = CHECKOUT_SAMPLES) -> Samples:
+        """The samples under ``root``; raises :class:`SamplesNotFoundError` naming what is
+        missing, before anything is uploaded."""
+        samples = cls(root.resolve())
+        for part in (samples.frames, samples.loop, samples.loop_labels):
+            if not part.exists():
+                raise SamplesNotFoundError(
+                    f"no sample data at {part}: expected {samples.root} to hold frames/, loop/ "
+                    "and loop-labels.json (the repository's samples/; pass --samples PATH)"
+                )
+        return samples
 
 
 @dataclass
@@ -104,8 +141,9 @@ class JobsOutcome:
         return found
 
 
-def run_demo(settings: Settings, console: Console, frames: Path = SAMPLES) -> JobsOutcome:
-    """Create a task from ``frames`` with a webhook subscriber, and show what arrived."""
+def run_demo(settings: Settings, console: Console, samples: Samples) -> JobsOutcome:
+    """Create a task from the sample frames with a webhook subscriber, and show what arrived."""
+    frames = samples.frames
     receiver = LocalReceiver()
     url = receiver.start()
     base = f"http://{settings.api_host}:{settings.api_port}"
@@ -191,13 +229,15 @@ class LoopOutcome:
         return []
 
 
-def run_model_loop_demo(settings: Settings, console: Console, out_dir: Path) -> LoopOutcome:
+def run_model_loop_demo(
+    settings: Settings, console: Console, out_dir: Path, samples: Samples
+) -> LoopOutcome:
     """Label a first batch, watch the task's model train, then see it pre-annotate the rest."""
     labeled_count = 40
-    frames_dir = LOOP_SAMPLES
+    frames_dir = samples.loop
     truth = {
         name: [Box(**box) for box in boxes]
-        for name, boxes in json.loads(LOOP_LABELS.read_text()).items()
+        for name, boxes in json.loads(samples.loop_labels.read_text()).items()
     }
     rest = len(truth) - labeled_count
     base = f"http://{settings.api_host}:{settings.api_port}"

@@ -26,7 +26,7 @@ from sqlmodel import Session, col, select
 from labelloop.config import Settings
 from labelloop.db import get_engine
 from labelloop.storage import ObjectStore
-from labelloop.synthetic import synthetic_frame
+from labelloop_tools.synthetic import synthetic_frame
 
 IMGSZ = 640
 BATCH_IMAGES = 64
@@ -36,9 +36,11 @@ BENCH_MODEL = "labelloop-bench"
 
 
 def bench_retrain(settings: Settings, console: Console) -> dict[str, Any]:
-    from labelloop.demo import run_model_loop_demo
+    from labelloop_tools.demo import Samples, run_model_loop_demo
 
-    outcome = run_model_loop_demo(settings, console, settings.var_dir / "bench-retrain")
+    outcome = run_model_loop_demo(
+        settings, console, settings.var_dir / "bench-retrain", Samples.locate()
+    )
     if outcome.threshold_to_published_s is None:
         raise RuntimeError(f"the bundled task published no model: {outcome.ending.get('data')}")
     data = outcome.ending["data"]

@@ -1,0 +1,3 @@
+from labelloop_tools.cli import main
+
+main()
