@@ -46,7 +46,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy labelloop schemas services tools
+	$(BIN)/mypy labelloop schemas services tools tests
 
 unit: install
 	$(BIN)/pytest tests/unit

@@ -13,12 +13,14 @@ or with ``--db`` any other one, such as a replay's.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from labelloop.messaging.outbox import set_aside_events
+from labelloop.messaging.relay import set_aside_events
+from labelloop.projections import Projection
 from labelloop.tasks import Task, TaskPublic
 from labelloop.timeline import task_events
 
@@ -27,88 +29,50 @@ class UnknownTask(LookupError):
     pass
 
 
-def _rows(session: Session, model: Any, *where: Any, order: Any = None) -> list[Any]:
-    query = select(model).where(*where)
-    if order is not None:
-        query = query.order_by(order)
-    return list(session.exec(query))
+SECTIONS = (
+    "task",
+    "jobs",
+    "frames",
+    "annotations",
+    "preannotations",
+    "models",
+    "webhook_deliveries",
+    "unpublished",
+    "events",
+)
+"""The document's keys, in order (each service's :attr:`Projection.audit` fills its own)."""
 
 
-def task_audit(engine: Engine, task_id: str) -> dict[str, Any]:
-    """``{"task", "jobs", "frames", "annotations", "preannotations", "models",
-    "webhook_deliveries", "unpublished", "events"}`` for one task (the shape in
-    ``CONTRACTS.md``, plus the pre-annotations, deliveries and unpublished events)."""
-    from ingest.models import Frame, FramePublic
-    from jobgen.models import Job, JobPublic
-    from labeler_assist.models import Annotation, Preannotation
-    from trainer.models import ModelVersion
-    from webhooks.models import Attempt, AttemptPublic, Delivery, DeliveryPublic
-
+def task_audit(engine: Engine, task_id: str, projections: Sequence[Projection]) -> dict[str, Any]:
+    """The :data:`SECTIONS` for one task (the shape the README's Audit section describes), from
+    ``projections`` (the registry's: :func:`labelloop.composition.projections`)."""
     with Session(engine) as session:
         task = session.get(Task, task_id)
         if task is None:
             raise UnknownTask(f"no task {task_id} in this database")
-        deliveries = []
-        for delivery in _rows(
-            session, Delivery, Delivery.task_id == task_id, order=col(Delivery.created_at)
-        ):
-            attempts = _rows(
-                session, Attempt, Attempt.delivery_id == delivery.id, order=col(Attempt.attempt)
-            )
-            public = DeliveryPublic.model_validate(delivery, from_attributes=True)
-            public.attempt_log = [
-                AttemptPublic.model_validate(a, from_attributes=True) for a in attempts
-            ]
-            deliveries.append(public.model_dump(mode="json"))
-        return {
-            "task": TaskPublic.of(task).model_dump(mode="json"),
-            "jobs": [
-                JobPublic.model_validate(job, from_attributes=True).model_dump(mode="json")
-                for job in _rows(session, Job, Job.task_id == task_id, order=col(Job.start_frame))
-            ],
-            "frames": [
-                FramePublic.model_validate(frame, from_attributes=True).model_dump(mode="json")
-                for frame in _rows(session, Frame, Frame.task_id == task_id, order=col(Frame.name))
-            ],
-            "annotations": [
-                annotation.model_dump(mode="json")
-                for annotation in _rows(
-                    session, Annotation, Annotation.task_id == task_id, order=col(Annotation.frame)
-                )
-            ],
-            "preannotations": [
-                row.model_dump(mode="json")
-                for row in _rows(
-                    session,
-                    Preannotation,
-                    Preannotation.task_id == task_id,
-                    order=col(Preannotation.frame),
-                )
-            ],
-            "models": [
-                row.model_dump(mode="json")
-                for row in _rows(
-                    session,
-                    ModelVersion,
-                    ModelVersion.task_id == task_id,
-                    order=col(ModelVersion.version),
-                )
-            ],
-            "webhook_deliveries": deliveries,
-            "unpublished": set_aside_events(engine, task_id),
-            "events": [
-                {
-                    "seq": record.seq,
-                    "id": record.event_id,
-                    "type": record.type,
-                    "time": record.time.isoformat(),
-                    "source": record.source,
-                    "subject": record.subject,
-                    "correlationid": record.correlationid,
-                    "causationid": record.causationid,
-                    "data": json.loads(record.document).get("data"),
-                }
-                # by event time, which a replay reproduces (``seq`` is arrival order)
-                for record in sorted(task_events(session, task_id), key=lambda r: (r.time, r.seq))
-            ],
+        found: dict[str, Any] = {"task": TaskPublic.of(task).model_dump(mode="json")}
+        for projection in projections:
+            if projection.audit is not None:
+                found.update(projection.audit(session, task_id))
+        found["unpublished"] = set_aside_events(engine, task_id)
+        found["events"] = _events(session, task_id)
+    return {name: found.get(name, []) for name in SECTIONS} | found
+
+
+def _events(session: Session, task_id: str) -> list[dict[str, Any]]:
+    """The task's timeline, with the ids that link each effect to its cause."""
+    return [
+        {
+            "seq": record.seq,
+            "id": record.event_id,
+            "type": record.type,
+            "time": record.time.isoformat(),
+            "source": record.source,
+            "subject": record.subject,
+            "correlationid": record.correlationid,
+            "causationid": record.causationid,
+            "data": json.loads(record.document).get("data"),
         }
+        # by event time, which a replay reproduces (``seq`` is arrival order)
+        for record in sorted(task_events(session, task_id), key=lambda r: (r.time, r.seq))
+    ]

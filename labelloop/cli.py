@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -11,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from labelloop.config import get_settings
@@ -212,8 +214,6 @@ def topics() -> None:
 
     `labelloop stack up` does this locally; the Helm chart runs it as a post-install hook.
     """
-    import asyncio
-
     from labelloop.messaging.topics import ensure_topics_async
 
     created = asyncio.run(ensure_topics_async(get_settings()))
@@ -272,10 +272,12 @@ def audit_task(
 ) -> None:
     """A task's state and timeline: frames, who labeled what, which model pre-annotated what."""
     from labelloop.audit import UnknownTask, task_audit
+    from labelloop.composition import projections
     from labelloop.db import get_engine
 
+    engine = get_engine(db or get_settings().database_url)
     try:
-        document = task_audit(get_engine(db or get_settings().database_url), task_id)
+        document = task_audit(engine, task_id, projections())
     except UnknownTask as unknown:
         console.print(f"[red]{unknown}[/red]")
         raise typer.Exit(1) from None
@@ -336,10 +338,7 @@ def replay_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
     """Rebuild every projection from Kafka alone: no webhook is sent, no training starts."""
-    import asyncio
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
+    from labelloop.composition import projections
     from labelloop.db import same_database
     from labelloop.replay import replay
     from schemas.events import PROJECT_TOPICS
@@ -367,6 +366,7 @@ def replay_command(
             replay(
                 settings,
                 into,
+                projections=projections(),
                 since=start,
                 until=end,
                 topics=chosen,

@@ -1,6 +1,7 @@
 """One settings object for every service, read from ``LABELLOOP_*`` environment variables.
 
-Services build it once through :func:`get_settings`; nothing else reads the environment.
+Services build it once through :func:`get_settings`; nothing else reads the environment but
+the fault tests' crash points (:mod:`labelloop.faults`), a test hook rather than configuration.
 """
 
 from __future__ import annotations

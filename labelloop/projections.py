@@ -21,7 +21,7 @@ from functools import cached_property
 from itertools import groupby
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from schemas.envelope import CloudEvent
 
@@ -30,6 +30,8 @@ Projector = Callable[[Session, Any], object]
 BatchProjector = Callable[[Session, Sequence[Any]], object]
 """Applies consecutive events of one type, exactly as the single projector would one after the
 other, with one lookup per table instead of one per event (a replay's bulk path)."""
+Auditor = Callable[[Session, str], Mapping[str, list[Any]]]
+"""A task's rows in a service's tables, as ``labelloop audit task`` shows them (by section)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class Projection:
     tables: tuple[str, ...]
     appliers: Mapping[type[CloudEvent[Any]], Projector]
     batch_appliers: Mapping[type[CloudEvent[Any]], BatchProjector] = field(default_factory=dict)
+    audit: Auditor | None = None
+    """What an auditor sees of one task in this service's tables (None: nothing)."""
 
     def apply(self, session: Session, event: CloudEvent[Any]) -> None:
         """Apply one event with its type's function; an event of another type changes nothing."""
@@ -70,6 +74,11 @@ def _one_by_one(applier: Projector) -> BatchProjector:
             applier(session, event)
 
     return apply_each
+
+
+def task_rows(session: Session, model: Any, task_id: str, order: Any) -> list[Any]:
+    """The rows of ``model`` belonging to ``task_id`` (its ``task_id`` column), in ``order``."""
+    return list(session.exec(select(model).where(model.task_id == task_id).order_by(order)))
 
 
 NOTHING = Projection(tables=(), appliers={})

@@ -7,15 +7,16 @@ methods as a live handler's ``uow.record``. No service runs, so nothing is sent:
 training, no inference, no new event. An event already in the target's event log is skipped, so
 replaying twice into the same database changes nothing.
 
-What is rebuilt: :func:`projected_tables`. What is not, and why: the outbox and processed-message
-log (the live processes' bookkeeping), the training queue, the served-model cache, webhook
-deliveries and attempts (the side effects a replay must not repeat), ingest's manifests (they
-live in the object store) and API tokens (credentials never go into events).
+The projections come from the caller (``labelloop replay`` passes every service's,
+:func:`labelloop.composition.projections`). What is rebuilt: :func:`projected_tables`. What is
+not, and why: the outbox and processed-message log (the live processes' bookkeeping), the
+training queue, the served-model cache, webhook deliveries and attempts (the side effects a
+replay must not repeat), ingest's manifests (they live in the object store) and API tokens
+(credentials never go into events).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from labelloop.config import Settings
@@ -39,16 +41,6 @@ from schemas.topics import Topic
 
 log = logging.getLogger(__name__)
 
-PROJECTION_MODULES = (
-    "labelloop.tasks",
-    "ingest.projections",
-    "jobgen.projections",
-    "labeler_assist.projections",
-    "trainer.projections",
-    "webhooks.projections",
-)
-"""Modules exposing a ``PROJECTION`` (:class:`labelloop.projections.Projection`)."""
-
 EVENT_LOG_TABLE = "event_log"
 
 UNREPLAYED_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -61,13 +53,9 @@ after the other), and webhook secrets, which never leave the live database."""
 BATCH = 1000
 
 
-def projections() -> list[Projection]:
-    return [importlib.import_module(name).PROJECTION for name in PROJECTION_MODULES]
-
-
-def projected_tables() -> tuple[str, ...]:
-    """Every table a replay rebuilds, the event log first."""
-    return (EVENT_LOG_TABLE, *(table for p in projections() for table in p.tables))
+def projected_tables(projections: Iterable[Projection]) -> tuple[str, ...]:
+    """Every table a replay of ``projections`` rebuilds, the event log first."""
+    return (EVENT_LOG_TABLE, *(table for p in projections for table in p.tables))
 
 
 _ANY_EVENT: TypeAdapter[CloudEvent[Any]] = TypeAdapter(event_union(*PROJECT_TOPICS))
@@ -220,13 +208,15 @@ async def replay(
     settings: Settings,
     database_url: str,
     *,
+    projections: Sequence[Projection],
     since: datetime | None = None,
     until: datetime | None = None,
     topics: Sequence[Topic] = PROJECT_TOPICS,
     progress: ProgressFn | None = None,
 ) -> ReplayStats:
     """Apply the events Kafka recorded between ``since`` and ``until`` (its record timestamps)
-    to the database at ``database_url``, which is migrated to the current schema first.
+    to the database at ``database_url``, which is migrated to the current schema first, through
+    ``projections``.
 
     It reads up to the end offsets seen when it starts, so it finishes while producers go on.
     """
@@ -234,10 +224,10 @@ async def replay(
 
     upgrade(database_url)
     engine = get_engine(database_url)
-    applier = EventApplier(projections())
+    applier = EventApplier(projections)
     until_ms = _millis(until)
     stats = ReplayStats()
-    started = time.perf_counter()
+    started = applying = time.perf_counter()
     consumer = AIOKafkaConsumer(
         **kafka_client_options(settings),
         group_id=None,
@@ -250,25 +240,13 @@ async def replay(
         partitions = await _partitions(settings, topics)
         if not partitions:
             return stats
-        consumer.assign(partitions)
-        end = await consumer.end_offsets(partitions)
-        start = await _start_offsets(consumer, partitions, since, end)
-        for tp in partitions:
-            consumer.seek(tp, start[tp])
-        pending = {tp for tp in partitions if start[tp] < end[tp]}
-        total = sum(end[tp] - start[tp] for tp in partitions)
+        end, pending, total = await _position(consumer, partitions, since)
         applying = time.perf_counter()
         while pending:
             consumer.pause(*(set(partitions) - pending))
             batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=BATCH)
             read = _events_within(batch, end, until_ms, pending)
-            with Session(engine) as session:  # the batch in one transaction, in bulk
-                new = applier.apply_batch(session, [e for _, e in read if e is not None])
-                session.commit()
-            for topic, event in read:
-                stats.count(topic, None if event is None else event.id in new)
-                if event is not None:
-                    new.discard(event.id)  # a second copy in the same batch is a duplicate
+            _apply_read(engine, applier, read, stats)
             for tp in list(pending):
                 if await consumer.position(tp) >= end[tp]:
                     pending.discard(tp)
@@ -280,3 +258,33 @@ async def replay(
         if stats.records:
             stats.applying_s = time.perf_counter() - applying
     return stats
+
+
+async def _position(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None
+) -> tuple[dict[TopicPartition, int], set[TopicPartition], int]:
+    """Assign ``partitions`` and seek each to its start: returns the end offsets seen now, the
+    partitions with records to read, and how many records that is."""
+    consumer.assign(partitions)
+    end = await consumer.end_offsets(partitions)
+    start = await _start_offsets(consumer, partitions, since, end)
+    for tp in partitions:
+        consumer.seek(tp, start[tp])
+    pending = {tp for tp in partitions if start[tp] < end[tp]}
+    return end, pending, sum(end[tp] - start[tp] for tp in partitions)
+
+
+def _apply_read(
+    engine: Engine,
+    applier: EventApplier,
+    read: list[tuple[str, CloudEvent[Any] | None]],
+    stats: ReplayStats,
+) -> None:
+    """Apply one read batch in one transaction, in bulk, and count each record's outcome."""
+    with Session(engine) as session:
+        new = applier.apply_batch(session, [event for _, event in read if event is not None])
+        session.commit()
+    for topic, event in read:
+        stats.count(topic, None if event is None else event.id in new)
+        if event is not None:
+            new.discard(event.id)  # a second copy in the same batch is a duplicate

@@ -1,13 +1,13 @@
 """What a running labelloop process holds: settings, database, broker, outbox relay, store.
 
-``labelloop serve`` builds one :class:`Runtime` and lets each selected service register its
-subscribers, router and background loops on it: all services in one process locally, one
-service per process (pod) in a cluster, with the same handlers.
+``labelloop serve`` builds one :class:`Runtime` and lets each selected service (a
+:class:`Service`, listed in :mod:`labelloop.composition`) register its subscribers, router and
+background loops on it: all services in one process locally, one service per process (pod) in
+a cluster, with the same handlers.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,10 +19,12 @@ from sqlalchemy.engine import Engine
 
 from labelloop.config import Settings
 from labelloop.db import create_tables, get_engine
+from labelloop.identity import ServiceIdentity
 from labelloop.messaging.broker import create_broker, kafka_publisher
-from labelloop.messaging.outbox import OutboxRelay, Transactions
+from labelloop.messaging.outbox import Transactions
+from labelloop.messaging.relay import OutboxRelay
+from labelloop.messaging.subscribers import EventSubscribers
 from labelloop.storage import ObjectStore
-from schemas.topics import Topic
 
 BackgroundLoop = Callable[[], Coroutine[Any, Any, None]]
 
@@ -54,36 +56,16 @@ def create_runtime(settings: Settings, *, client_id: str) -> Runtime:
 
 
 class Service(Protocol):
-    """What a service module (``<package>.app``) exposes."""
+    """What a service module (``<package>.app``) exposes; :mod:`labelloop.composition` lists
+    them."""
 
-    NAME: str
-    CONSUMER_GROUP: str
-    TOPICS: tuple[Topic, ...]
-    """What it consumes (empty for none)."""
+    IDENTITY: ServiceIdentity
+    subscribers: EventSubscribers[Any]
+    """Its typed handlers (what it consumes) and the event types it produces."""
     router: APIRouter
 
-    def register(self, runtime: Runtime) -> None: ...
-
-
-SERVICE_MODULES = {
-    "api": "labelloop.api.service",
-    "ingest": "ingest.app",
-    "jobgen": "jobgen.app",
-    "webhooks": "webhooks.app",
-    "labeler-assist": "labeler_assist.app",
-    "trainer": "trainer.app",
-}
-"""Service name → module; imported lazily so a pod loads only its own service's dependencies."""
-
-
-def load_service(name: str) -> Service:
-    try:
-        module_name = SERVICE_MODULES[name]
-    except KeyError:
-        known = ", ".join(SERVICE_MODULES)
-        raise ValueError(f"unknown service {name!r} (known: {known})") from None
-    module: Service = importlib.import_module(module_name)
-    return module
+    def register(self, runtime: Runtime) -> None:
+        """Build its dependencies, subscribe its handlers, add its background loops."""
 
 
 def prepare_database(runtime: Runtime) -> None:

@@ -1,4 +1,8 @@
-"""Running services: in the foreground (a pod, or a developer) or as a local daemon."""
+"""Running services: in the foreground (a pod, or a developer) or as a local daemon.
+
+The services come from the registry (:mod:`labelloop.composition`): one process registers the
+named ones, or all of them.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from labelloop.api.app import create_api
+from labelloop.composition import load_service, service_names
 from labelloop.config import Settings
 from labelloop.messaging.lag import watch_lag
 from labelloop.messaging.security import kafka_security_options
-from labelloop.runtime import SERVICE_MODULES, create_runtime, load_service
+from labelloop.runtime import create_runtime
 from labelloop.stack.base import Progress
 from labelloop.stack.process import Daemon
 
@@ -23,17 +28,17 @@ SERVE_DAEMON = "labelloop-serve"
 
 def build_app(settings: Settings, names: list[str]) -> FastAPI:
     """The app of the named services (every service when ``names`` is empty)."""
-    selected = names or list(SERVICE_MODULES)
+    selected = names or service_names()
     services = [load_service(name) for name in selected]
     runtime = create_runtime(settings, client_id="labelloop-" + "+".join(selected))
     for service in services:
         service.register(runtime)
     groups = {
-        settings.consumer_group(service.CONSUMER_GROUP): [
-            settings.topic(topic) for topic in service.TOPICS
+        settings.consumer_group(service.IDENTITY.consumer_group): [
+            settings.topic(topic) for topic in service.subscribers.topics
         ]
         for service in services
-        if service.TOPICS
+        if service.subscribers.topics
     }
     runtime.background.append(
         lambda: watch_lag(
@@ -48,7 +53,7 @@ def build_app(settings: Settings, names: list[str]) -> FastAPI:
         # The api is a cluster's one entry point: it answers every service's routes (they need
         # only the database and the outbox), so a consumer scaled to zero still gets its
         # uploads, labels and subscriptions, and the work wakes it through Kafka lag.
-        routed = [load_service(name) for name in SERVICE_MODULES]
+        routed = [load_service(name) for name in service_names()]
     return create_api(runtime, services, routed)
 
 

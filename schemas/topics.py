@@ -1,7 +1,10 @@
 """Kafka topic names. Every topic is keyed by task id so one task's events stay ordered."""
 
+from __future__ import annotations
+
 from enum import StrEnum
 from functools import cache
+from typing import Any
 
 
 class Topic(StrEnum):
@@ -38,6 +41,26 @@ def _topic_by_type() -> dict[str, Topic]:
     return {
         cls.event_type(): topic for topic, classes in EVENTS_BY_TOPIC.items() for cls in classes
     }
+
+
+def messages_on(topic: Topic) -> tuple[type[Any], ...]:
+    """Every message model ``topic`` carries: its event types, or the object store's records."""
+    if topic is Topic.STORAGE_OBJECTS:
+        from schemas.s3 import S3EventNotification, S3TestEvent
+
+        return (S3EventNotification, S3TestEvent)
+    from schemas.events import EVENTS_BY_TOPIC
+
+    return EVENTS_BY_TOPIC[topic]
+
+
+def topic_carrying(message: type[Any]) -> Topic:
+    """The topic whose contract carries messages of class ``message`` (an event class, or an
+    S3 record model); :class:`NoTopicCarries` for any other class."""
+    for topic in Topic:
+        if message in messages_on(topic):
+            return topic
+    raise NoTopicCarries(f"no topic carries {message.__name__}: list it in schemas.events")
 
 
 def topic_of(event_type: str) -> Topic:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -33,13 +33,37 @@ def create_api(
 
     ``routed``: the services whose HTTP routes it answers (default: ``services``).
     """
+    app = FastAPI(
+        title="labelloop",
+        version=__version__,
+        description="Event-driven image annotation with a model in the loop.",
+        lifespan=_lifespan(runtime, services),
+    )
+    app.state.runtime = runtime
+    app.state.streams = StreamSlots(
+        runtime.settings.sse_max_streams, runtime.settings.sse_max_streams_per_token
+    )
+    app.add_middleware(GuardBodies, runtime=runtime)
+    app.exception_handler(EventTooLarge)(event_too_large)
+    app.middleware("http")(refuse_control_characters)
+    _add_ops_routes(app, Readiness(runtime))
+    for service in routed if routed is not None else services:
+        app.include_router(service.router)
+    return app
+
+
+Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
+
+
+def _lifespan(runtime: Runtime, services: list[Service]) -> Lifespan:
+    """Migrate, start the broker and the background loops; on the way out, stop them."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         prepare_database(runtime)
         await runtime.broker.start()
         loops = [asyncio.create_task(loop()) for loop in runtime.background]
-        log.info("serving %s", ", ".join(s.NAME for s in services))
+        log.info("serving %s", ", ".join(s.IDENTITY.name for s in services))
         try:
             yield
         finally:
@@ -48,44 +72,36 @@ def create_api(
             await asyncio.gather(*loops, return_exceptions=True)
             await runtime.broker.stop()
 
-    app = FastAPI(
-        title="labelloop",
-        version=__version__,
-        description="Event-driven image annotation with a model in the loop.",
-        lifespan=lifespan,
-    )
-    app.state.runtime = runtime
-    app.state.streams = StreamSlots(
-        runtime.settings.sse_max_streams, runtime.settings.sse_max_streams_per_token
-    )
-    app.add_middleware(GuardBodies, runtime=runtime)
+    return lifespan
 
-    @app.exception_handler(EventTooLarge)
-    async def event_too_large(request: Request, error: EventTooLarge) -> JSONResponse:
-        """What a request would announce exceeds one event: refused before anything is stored."""
+
+async def event_too_large(request: Request, error: EventTooLarge) -> JSONResponse:
+    """What a request would announce exceeds one event: refused before anything is stored."""
+    return JSONResponse(
+        {"detail": f"{error}; send less in one request"},
+        status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+    )
+
+
+async def refuse_control_characters(request: Request, call_next: Any) -> Any:
+    """Ids never hold control characters, and PostgreSQL refuses NUL in any text: such a
+    path or query is answered here, before it reaches a database lookup."""
+    query = unquote(request.scope.get("query_string", b"").decode("latin-1"))
+    target = request.scope["path"] + query  # the path as decoded for routing
+    if any(ord(char) < 32 or ord(char) == 127 for char in target):
         return JSONResponse(
-            {"detail": f"{error}; send less in one request"},
-            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+            {"detail": "the path or query contains control characters"},
+            status_code=status.HTTP_400_BAD_REQUEST,
         )
+    return await call_next(request)
 
-    @app.middleware("http")
-    async def refuse_control_characters(request: Request, call_next: Any) -> Any:
-        """Ids never hold control characters, and PostgreSQL refuses NUL in any text: such a
-        path or query is answered here, before it reaches a database lookup."""
-        query = unquote(request.scope.get("query_string", b"").decode("latin-1"))
-        target = request.scope["path"] + query  # the path as decoded for routing
-        if any(ord(char) < 32 or ord(char) == 127 for char in target):
-            return JSONResponse(
-                {"detail": "the path or query contains control characters"},
-                status_code=status.HTTP_400_BAD_REQUEST,
-            )
-        return await call_next(request)
+
+def _add_ops_routes(app: FastAPI, readiness: Readiness) -> None:
+    """Liveness, readiness and Prometheus metrics."""
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers.")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
-
-    readiness = Readiness(runtime)
 
     @app.get("/readyz", tags=["ops"], summary="Readiness: broker and database reachable.")
     async def readyz(response: Response) -> dict[str, bool]:
@@ -97,10 +113,6 @@ def create_api(
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    for service in routed if routed is not None else services:
-        app.include_router(service.router)
-    return app
 
 
 class Readiness:

@@ -4,38 +4,40 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import APIRouter
+from sqlalchemy.engine import Engine
 
 from labelloop.api import tasks, tokens
-from labelloop.messaging.batches import subscribe_batches
+from labelloop.identity import ServiceIdentity
+from labelloop.messaging.subscribers import EventSubscribers
 from labelloop.runtime import Runtime
 from labelloop.timeline import record_events
-from schemas.events import PROJECT_TOPICS, event_union
+from schemas.envelope import CloudEvent
+from schemas.events import EVENT_TYPES, TaskCreated
 
-NAME = "api"
-CONSUMER_GROUP = "labelloop-timeline"
-TOPICS = PROJECT_TOPICS
+IDENTITY = ServiceIdentity("api", group="labelloop-timeline")
+"""The api's timeline consumer keeps the group it had before identities (a new one would read
+every topic from the start again)."""
 
-__all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
+__all__ = ["IDENTITY", "register", "router", "subscribers"]
 
 router = APIRouter()
 router.include_router(tasks.router)
 router.include_router(tokens.router)
 
-AnyEvent = event_union(*PROJECT_TOPICS)
+subscribers: EventSubscribers[Engine] = EventSubscribers(IDENTITY, produces=(TaskCreated,))
+
+
+@subscribers.handler(*EVENT_TYPES.values())
+async def on_event(events: Sequence[CloudEvent[Any]], engine: Engine) -> None:
+    """Append every event to the task timelines (the event log), the batch in one transaction.
+
+    One handler for every type: the log keeps them all, in order.
+    """
+    await asyncio.to_thread(record_events, engine, events)
 
 
 def register(runtime: Runtime) -> None:
-    async def apply(events: Sequence[AnyEvent]) -> None:  # type: ignore[valid-type]
-        """Append the events to the timeline, the batch in one transaction."""
-        await asyncio.to_thread(record_events, runtime.engine, events)
-
-    subscribe_batches(
-        runtime,
-        TOPICS,
-        group=CONSUMER_GROUP,
-        model=AnyEvent,
-        apply=apply,
-        title="timeline",
-    )
+    subscribers.subscribe(runtime, runtime.engine)

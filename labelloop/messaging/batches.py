@@ -4,6 +4,8 @@ Each consumer takes what Kafka has ready (up to ``max_records``; never a wait fo
 fill) and hands the whole list to its ``apply`` function, which records the effects of the
 batch in as few transactions as it can, keeping per-message idempotency (processed ids,
 natural-key event ids). FastStream commits the batch's offsets only when ``apply`` returns.
+A service's ``apply`` is the dispatcher of its typed handlers
+(:mod:`labelloop.messaging.subscribers`).
 
 Failures, without losing or doubling anything:
 
@@ -17,14 +19,15 @@ Failures, without losing or doubling anything:
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol
+import re
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from typing import Annotated, Any, Protocol, Union
 
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from labelloop.config import Settings
 from labelloop.messaging.broker import consumer_options, failure_policy
@@ -55,12 +58,17 @@ def batch_options(settings: Settings, group: str, *, max_records: int) -> dict[s
 
 
 def each_valid(
-    broker: KafkaBroker, model: Any
+    broker: KafkaBroker, model: Any, *, keep: Collection[type[Any]] | None = None
 ) -> Callable[[StreamMessage[Any], Any], Awaitable[list[Any]]]:
     """A batch decoder: each record parsed as ``model`` alone, the ones that fail dead-lettered.
 
+    ``keep``: the classes the consumer handles; a valid message of another class (an event
+    type on its topics that it does not take) is left out, as done. Every record is still
+    validated against the whole ``model``, so a bad one is dead-lettered by every consumer
+    group of its topic, whichever types each takes.
+
     FastStream caches a message's decoded body, so a retried batch does not dead-letter twice.
-    The records of the valid messages stay on the message, for :func:`apply_batch`.
+    The records of the kept messages stay on the message, for :func:`apply_batch`.
     """
     adapter: TypeAdapter[Any] = TypeAdapter(model)
 
@@ -68,12 +76,14 @@ def each_valid(
         valid, records = [], []
         for record in msg.raw_message:
             try:
-                valid.append(adapter.validate_json(record.value or b""))
+                message = adapter.validate_json(record.value or b"")
             except ValidationError as error:
                 poison = PoisonMessage(f"not a valid message: {error.errors()[:3]}")
                 await dead_letter(broker, record, poison, attempts=1)
                 continue
-            records.append(record)
+            if keep is None or type(message) in keep:
+                valid.append(message)
+                records.append(record)
         setattr(msg, _RECORDS, tuple(records))
         return valid
 
@@ -131,20 +141,39 @@ def subscribe_batches(
     apply: Apply,
     title: str,
     max_records: int | None = None,
+    handled: Collection[type[Any]] | None = None,
+    description: str | None = None,
 ) -> None:
-    """Subscribe ``apply`` to ``topics`` as a batch consumer of messages typed ``model``."""
+    """Subscribe ``apply`` to ``topics`` as a batch consumer of messages typed ``model``.
+
+    ``handled``: the classes ``apply`` takes (default: all of ``model``); the others are
+    validated, then left out (:func:`each_valid`). The handler's argument is typed by them, so
+    the AsyncAPI document shows what this consumer takes.
+    """
     broker, settings = runtime.broker, runtime.settings
     policy = failure_policy(settings)
+    payload: Any = model if handled is None else union_of(handled)
 
-    async def handler(messages: list[model], message: KafkaMessage) -> None:
+    async def handler(messages: list[payload], message: KafkaMessage) -> None:
         records = getattr(message, _RECORDS, ())
         await apply_batch(messages, records, apply, broker=broker, policy=policy)
 
-    handler.__name__ = handler.__qualname__ = f"on_{title.replace('-', '_')}"
+    handler.__name__ = handler.__qualname__ = "on_" + re.sub(r"\W", "_", title)
     handler.__doc__ = apply.__doc__
     broker.subscriber(
         *(settings.topic(topic) for topic in topics),
         **batch_options(settings, group, max_records=max_records or settings.consumer_batch_max),
-        decoder=each_valid(broker, model),
+        decoder=each_valid(broker, model, keep=handled),
         title=title,
+        description=description,
     )(handler)
+
+
+def union_of(classes: Collection[type[Any]]) -> Any:
+    """The type of one of ``classes``: discriminated by ``type`` when they are events."""
+    members = tuple(classes)
+    if len(members) == 1:
+        return members[0]
+    if all("type" in getattr(cls, "model_fields", {}) for cls in members):
+        return Annotated[Union[members], Field(discriminator="type")]  # noqa: UP007 - runtime tuple
+    return Union[members]  # noqa: UP007 - runtime tuple

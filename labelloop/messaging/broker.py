@@ -23,7 +23,7 @@ from faststream.middlewares import AckPolicy
 from labelloop.config import Settings
 from labelloop.messaging.dlq import DeadLetterMiddleware, FailurePolicy
 from labelloop.messaging.errors import PoisonMessage
-from labelloop.messaging.outbox import Publish
+from labelloop.messaging.relay import Publish
 from labelloop.messaging.security import broker_security
 
 log = logging.getLogger(__name__)

@@ -33,11 +33,12 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext:
         path = getattr(settings, name)
         if path and not Path(path).is_file():
             raise KafkaSecurityError(f"LABELLOOP_{name.upper()}={path}: no such file")
-    return create_ssl_context(
+    context: ssl.SSLContext = create_ssl_context(
         cafile=settings.kafka_ssl_cafile or None,
         certfile=settings.kafka_ssl_certfile or None,
         keyfile=settings.kafka_ssl_keyfile or None,
     )
+    return context
 
 
 def broker_security(settings: Settings) -> BaseSecurity | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import importlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -45,15 +44,11 @@ tokens."""
 
 
 def model_modules() -> list[str]:
-    """Every module that declares tables: the core's, and each service's ``models``."""
-    from labelloop.runtime import SERVICE_MODULES
+    """Every module that declares tables: the core's, and each service's ``models`` (from the
+    registry of services, :mod:`labelloop.composition`)."""
+    from labelloop import composition
 
-    modules = list(CORE_MODEL_MODULES)
-    for app_module in SERVICE_MODULES.values():
-        candidate = app_module.rsplit(".", 1)[0] + ".models"
-        if importlib.util.find_spec(candidate) is not None:
-            modules.append(candidate)
-    return modules
+    return [*CORE_MODEL_MODULES, *composition.model_modules()]
 
 
 def target_metadata() -> MetaData:
@@ -174,14 +169,25 @@ def _columns(engine: Engine) -> set[tuple[str, str]]:
 
 
 def _revision_of_schema(engine: Engine) -> str:
-    """The newest revision all of whose tables and columns the database has."""
+    """The newest revision whose columns the database has, in every table it has.
+
+    Tables it lacks do not count (``create_all`` of the models a process imported makes only
+    those; the rest are created after): a database holding some tables, each as the newest
+    revision has it, is at the newest revision.
+    """
     present = _columns(engine)
-    at_head = {
-        (table.name, column.name)
-        for table in target_metadata().tables.values()
-        for column in table.columns
-    }
-    if at_head <= present:
+    tables = {table for table, _ in present}
+
+    def holds(columns: set[tuple[str, str]]) -> bool:
+        return {pair for pair in columns if pair[0] in tables} <= present
+
+    if holds(
+        {
+            (table.name, column.name)
+            for table in target_metadata().tables.values()
+            for column in table.columns
+        }
+    ):
         return head() or "head"
     scripts = ScriptDirectory.from_config(alembic_config("sqlite://"))
     with tempfile.TemporaryDirectory(prefix="labelloop-schema-") as scratch:
@@ -192,7 +198,7 @@ def _revision_of_schema(engine: Engine) -> str:
             upgrade(url, script.revision)
             scratch_engine = create_engine(url)
             try:
-                if _columns(scratch_engine) <= present:
+                if holds(_columns(scratch_engine)):
                     return str(script.revision)
             finally:
                 scratch_engine.dispose()

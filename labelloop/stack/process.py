@@ -38,7 +38,7 @@ class Daemon:
                 return None
             if process.status() == psutil.STATUS_ZOMBIE:
                 return None
-            return process.pid
+            return int(process.pid)
         except (FileNotFoundError, ValueError, psutil.Error):
             return None
 

@@ -63,7 +63,7 @@ class Helm:
         )
 
     def template_args(
-        self, profile: str | None, values: dict[str, str] | None, files: Iterable[Path]
+        self, profile: str | None, values: dict[str, Any] | None, files: Iterable[Path]
     ) -> list[str]:
         args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
         args += ["--kube-version", KUBE_VERSION]

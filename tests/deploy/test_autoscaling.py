@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
+from labelloop.composition import load_service, service_names
 from labelloop.config import Settings
-from labelloop.runtime import SERVICE_MODULES, load_service
 from tests.deploy.conftest import (
     CHART,
     CONSUMERS,
@@ -50,8 +50,8 @@ def code_consumption(name: str, prefix: str = "", group_prefix: str = "") -> tup
     """A service's consumer group and broker-side topics, from its app module and Settings."""
     service = load_service(name)
     settings = Settings(kafka_topic_prefix=prefix, kafka_group_prefix=group_prefix)
-    topics = {settings.topic(topic) for topic in service.TOPICS}
-    return settings.consumer_group(service.CONSUMER_GROUP), topics
+    topics = {settings.topic(topic) for topic in service.subscribers.topics}
+    return settings.consumer_group(service.IDENTITY.consumer_group), topics
 
 
 def scaled_consumption(scaled_object: dict[str, Any]) -> tuple[str, set[str]]:
@@ -110,7 +110,7 @@ def test_scaled_objects_watch_the_groups_and_topics_the_code_consumes(
 def test_consumers_file_matches_every_service_module() -> None:
     """files/consumers.yaml (the chart's copy) equals each app module's constants."""
     consumers = yaml.safe_load(Path(CHART / "files" / "consumers.yaml").read_text())
-    assert set(consumers) == set(SERVICE_MODULES)
+    assert set(consumers) == set(service_names())
     for name, entry in consumers.items():
         group, topics = code_consumption(name)
         assert entry["consumerGroup"] == group, name

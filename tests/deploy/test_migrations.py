@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -17,12 +18,12 @@ from sqlalchemy import Column, Integer, MetaData, Table
 from typer.testing import CliRunner
 
 from labelloop.cli import app
+from labelloop.composition import SERVICES
 from labelloop.db import get_engine
 from labelloop.migrations import alembic_config, head, prepare, target_metadata, upgrade
-from labelloop.runtime import SERVICE_MODULES
 
 
-def _differences(url: str, metadata: MetaData) -> list[object]:
+def _differences(url: str, metadata: MetaData) -> list[Any]:
     with get_engine(url).connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         return list(compare_metadata(context, metadata))
@@ -83,7 +84,7 @@ def test_migrations_cover_every_table_the_services_create() -> None:
         "print(json.dumps(sorted(SQLModel.metadata.tables)))"
     )
     served = subprocess.run(
-        [sys.executable, "-c", probe, *SERVICE_MODULES.values()],
+        [sys.executable, "-c", probe, *(entry.app for entry in SERVICES)],
         capture_output=True,
         text=True,
         check=True,
@@ -153,3 +154,15 @@ def test_start_up_refuses_a_schema_of_no_revision(tmp_path: Path) -> None:
         assert "no known revision" in str(error)
     else:
         raise AssertionError("a schema of no revision was accepted")
+
+
+def test_start_up_stamps_a_database_holding_some_tables_at_head(tmp_path: Path) -> None:
+    """A test or tool that ``create_all``'s only the models it imported leaves some tables;
+    each as the newest revision has it, so the database is at head and the rest are made."""
+    database = tmp_path / "some.db"
+    some = MetaData()
+    for name in ("tasks", "outbox"):
+        target_metadata().tables[name].to_metadata(some)
+    some.create_all(get_engine(f"sqlite:///{database}"))
+    assert prepare(get_engine(f"sqlite:///{database}")) == head()
+    assert _revision_in(database) == [(head(),)]

@@ -20,14 +20,14 @@ from tests.deploy.conftest import (
 
 SECRET_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|_KEY$|_KEY_ID$)")
 USERINFO_BY_REFERENCE = re.compile(r"://[^:/@]+:\$\(LABELLOOP_DATABASE_PASSWORD\)@")
-SENTINELS = {
+SENTINELS: dict[str, str] = {
     "secrets.kafkaPassword": "sentinel-kafka-password-3b6e",
     "secrets.adminToken": "sentinel-admin-token-8f3a",
     "secrets.s3AccessKey": "sentinel-access-key-51c2",
     "secrets.s3SecretKey": "sentinel-secret-key-a9d0",
     "secrets.databasePassword": "sentinel-db-password-77e4",
 }
-NO_EXISTING_SECRETS = {
+NO_EXISTING_SECRETS: dict[str, str] = {
     "kafka.sasl.existingSecret": "",
     "s3.existingSecret": "",
     "database.existingSecret": "",

@@ -8,7 +8,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from labelloop.cli import app
-from labelloop.runtime import SERVICE_MODULES
+from labelloop.composition import service_names
 from tests.deploy.conftest import CHART, REPO, SERVICES, Helm, name_of, of_kind, pod_specs
 
 GPU = "nvidia.com/gpu"
@@ -21,7 +21,7 @@ def test_each_deployment_serves_its_own_service(
     for service in SERVICES:
         (container,) = deployments[name_of(service)]["spec"]["template"]["spec"]["containers"]
         assert container["args"] == ["serve", "--service", service]
-        assert service in SERVICE_MODULES
+        assert service in service_names()
         assert container["image"] == "labelloop:0.1.0"
         assert {"configMapRef": {"name": name_of("config")}} in container["envFrom"]
 

@@ -66,7 +66,8 @@ class Received:
 
     @property
     def event(self) -> dict[str, Any]:
-        return json.loads(self.body)
+        event: dict[str, Any] = json.loads(self.body)
+        return event
 
 
 @dataclass

@@ -13,9 +13,10 @@ from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
+from labelloop.composition import projected_tables
 from labelloop.db import get_engine
 from labelloop.messaging.outbox import OutboxMessage
-from labelloop.replay import UNREPLAYED_COLUMNS, projected_tables
+from labelloop.replay import UNREPLAYED_COLUMNS
 from labelloop.timeline import EventRecord
 from tests.integration.harness import wait_until
 

@@ -12,6 +12,7 @@ import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -19,8 +20,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from labeler_assist.models import AssistFrame, Preannotation, ServedModel
+from labeler_assist.preannotation import ModelServer
 from labeler_assist.projections import PROJECTION
-from labeler_assist.serving import ModelServer
 from labelloop.client import LabelloopClient
 from labelloop.config import Settings
 from labelloop.db import get_engine
@@ -67,7 +68,7 @@ def other_jpeg() -> bytes:
     return buffer.getvalue()
 
 
-def rows(engine: Engine, table: type, task_id: str) -> list:  # type: ignore[type-arg]
+def rows(engine: Engine, table: Any, task_id: str) -> list[Any]:
     with Session(engine) as session:
         return list(session.exec(select(table).where(col(table.task_id) == task_id)))
 

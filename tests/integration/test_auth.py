@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from sqlmodel import Session
@@ -32,7 +34,7 @@ def test_roles_and_task_scopes(api: ApiServer, client: LabelloopClient) -> None:
             session.add(AssistJob(id=f"{task}-job", task_id=task, frames=["f.jpg"]))
         session.commit()
 
-    def issue(role: str, tasks: list[str] | None = None) -> dict:
+    def issue(role: str, tasks: list[str] | None = None) -> dict[str, Any]:
         body = {"name": f"{role}-1", "role": role, "task_ids": tasks}
         return client.request("POST", "/api/tokens", json=body)
 

@@ -19,16 +19,12 @@ from ingest.reconciler import listed_record
 from jobgen import projections as jobgen
 from jobgen.handlers import handle_data_ready, handle_frames_listed
 from labelloop.audit import task_audit
+from labelloop.composition import projections
 from labelloop.config import Settings
 from labelloop.messaging.broker import create_broker, kafka_publisher
 from labelloop.messaging.errors import EventTooLarge
-from labelloop.messaging.outbox import (
-    DEFAULT_EVENT_MAX_BYTES,
-    OutboxMessage,
-    OutboxRelay,
-    Transactions,
-    set_aside_events,
-)
+from labelloop.messaging.outbox import DEFAULT_EVENT_MAX_BYTES, OutboxMessage, Transactions
+from labelloop.messaging.relay import OutboxRelay, set_aside_events
 from labelloop.messaging.topics import create_topics
 from labelloop.migrations import target_metadata
 from labelloop.projections import NOTHING
@@ -203,7 +199,7 @@ async def test_a_record_the_producer_refuses_is_set_aside_and_the_rest_flows_in_
         session.add(Task(id=task_id, name="strict", labels=["car"], created_by="t"))
         session.commit()
     target_metadata().create_all(engine)  # the audit reads every service's tables
-    assert [e["event_id"] for e in task_audit(engine, task_id)["unpublished"]] == [
+    assert [e["event_id"] for e in task_audit(engine, task_id, projections())["unpublished"]] == [
         too_big.id,
         far_too_big.id,
     ]

@@ -19,13 +19,12 @@ from aiokafka import AIOKafkaProducer
 from labelloop.client import LabelloopClient
 from labelloop.config import Settings
 from labelloop.messaging.topics import create_topics, topic_names
-from labelloop.stack.base import Component
+from labelloop.stack.base import Component, free_port
 from labelloop.stack.manager import Stack
 from schemas.events import JobCreated, JobCreatedData
 from schemas.topics import Topic
 from tests.integration.harness import (
     WebhookReceiver,
-    free_port,
     make_frames,
     service_process,
     wait_http_ready,

@@ -9,17 +9,18 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlmodel import Session, select
 
-from ingest.handlers import data_ready_events
+from ingest.manifest import data_ready_events
 from jobgen.models import Job
 from labelloop.config import Settings
 from labelloop.db import create_tables, get_engine
 from labelloop.faults import CRASH_EXIT_STATUS
 from labelloop.messaging.outbox import OutboxMessage
 from labelloop.messaging.topics import create_topics, topic_names
+from labelloop.stack.base import free_port
 from labelloop.stack.manager import Stack
 from labelloop.tasks import Task
 from schemas.topics import Topic
-from tests.integration.harness import free_port, service_process, wait_http_ready
+from tests.integration.harness import service_process, wait_http_ready
 from tests.integration.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration

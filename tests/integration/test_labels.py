@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,16 +17,18 @@ THRESHOLD = "io.labelloop.labels.threshold-reached.v1"
 SUBMITTED = "io.labelloop.labels.submitted.v1"
 
 
-def box(x: float = 8, y: float = 8, w: float = 22, h: float = 22, label: str = "car") -> dict:
+def box(
+    x: float = 8, y: float = 8, w: float = 22, h: float = 22, label: str = "car"
+) -> dict[str, Any]:
     return {"label": label, "x": x, "y": y, "w": w, "h": h}
 
 
-def events_of(client: LabelloopClient, task_id: str, kind: str) -> list[dict]:
+def events_of(client: LabelloopClient, task_id: str, kind: str) -> list[dict[str, Any]]:
     return [e for e in client.request("GET", f"/api/tasks/{task_id}/events") if e["type"] == kind]
 
 
 @pytest.fixture
-def job(client: LabelloopClient, tmp_path: Path) -> dict:
+def job(client: LabelloopClient, tmp_path: Path) -> dict[str, Any]:
     created = client.create_task(
         "labels", ["car", "bus"], make_frames(tmp_path, 24), label_threshold=5, timeout_s=90
     )
@@ -43,7 +46,7 @@ def _known(client: LabelloopClient, job_id: str) -> bool:
         return False
 
 
-def put(client: LabelloopClient, job_id: str, frames: list[str], **box_args: float) -> dict:
+def put(client: LabelloopClient, job_id: str, frames: list[str], **box_args: Any) -> dict[str, Any]:
     return client.request(
         "PUT",
         f"/api/jobs/{job_id}/annotations",
@@ -51,7 +54,9 @@ def put(client: LabelloopClient, job_id: str, frames: list[str], **box_args: flo
     )
 
 
-def test_threshold_crossings_are_announced_once(client: LabelloopClient, job: dict) -> None:
+def test_threshold_crossings_are_announced_once(
+    client: LabelloopClient, job: dict[str, Any]
+) -> None:
     frames, task_id = job["frames"], job["task_id"]
     put(client, job["id"], frames[:5])
     assert wait_until(lambda: len(events_of(client, task_id, THRESHOLD)) == 1)
@@ -82,7 +87,7 @@ def test_threshold_crossings_are_announced_once(client: LabelloopClient, job: di
     ],
 )
 def test_bad_labels_are_refused(
-    client: LabelloopClient, job: dict, frame_box: dict, message: str
+    client: LabelloopClient, job: dict[str, Any], frame_box: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(LabelloopError, match=message):
         client.request(
@@ -93,7 +98,7 @@ def test_bad_labels_are_refused(
     assert client.request("GET", f"/api/jobs/{job['id']}/annotations")["frames"] == []
 
 
-def test_frame_outside_the_job_is_refused(client: LabelloopClient, job: dict) -> None:
+def test_frame_outside_the_job_is_refused(client: LabelloopClient, job: dict[str, Any]) -> None:
     with pytest.raises(LabelloopError, match="not a frame of job"):
         put(client, job["id"], ["nope.jpg"])
     with pytest.raises(LabelloopError, match="404"):

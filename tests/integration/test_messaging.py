@@ -12,7 +12,8 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from labelloop.config import Settings
 from labelloop.messaging.broker import consumer_options, create_broker, kafka_publisher
-from labelloop.messaging.outbox import OutboxMessage, OutboxRelay, Transactions
+from labelloop.messaging.outbox import OutboxMessage, Transactions
+from labelloop.messaging.relay import OutboxRelay
 from labelloop.messaging.topics import create_topics
 from labelloop.projections import NOTHING
 from labelloop.stack.manager import Stack
@@ -70,7 +71,7 @@ async def test_poison_messages_go_to_dlq_untouched_and_consumer_goes_on(
     seen: list[int] = []
     failures = {"boom": 0}
 
-    @broker.subscriber(topic, **consumer_options(test_settings, f"dlq-{unique}"))
+    @broker.subscriber(topic, **consumer_options(test_settings, f"dlq-{unique}"))  # type: ignore[untyped-decorator]
     async def handle(event: Ping) -> None:
         if event.data.n == 13:
             failures["boom"] += 1
@@ -171,7 +172,7 @@ async def test_consumer_retry_after_crash_publishes_exactly_once(
     )
     crashes = {"left": 1}
 
-    @broker.subscriber(in_topic, **consumer_options(test_settings, f"outbox-{unique}"))
+    @broker.subscriber(in_topic, **consumer_options(test_settings, f"outbox-{unique}"))  # type: ignore[untyped-decorator]
     async def handle(event: Ping) -> None:
         with transactions.unit_of_work("probe", event.id) as uow:
             if uow.already_done:

@@ -9,11 +9,13 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from labelloop.audit import UnknownTask, task_audit
 from labelloop.client import LabelloopClient
+from labelloop.composition import projections
 from labelloop.db import get_engine
 from labelloop_tools.synthetic import Box, annotations_body, write_synthetic_frames
 from tests.integration.harness import ApiServer, wait_until
@@ -26,7 +28,7 @@ PUBLISHED = "io.labelloop.model.published.v1"
 STARTED = "io.labelloop.training.started.v1"
 
 
-def iou(a: dict, b: Box) -> float:
+def iou(a: dict[str, Any], b: Box) -> float:
     ax2, ay2, bx2, by2 = a["x"] + a["w"], a["y"] + a["h"], b.x + b.w, b.y + b.h
     inter_w = max(0.0, min(ax2, bx2) - max(a["x"], b.x))
     inter_h = max(0.0, min(ay2, by2) - max(a["y"], b.y))
@@ -34,7 +36,7 @@ def iou(a: dict, b: Box) -> float:
     return inter / (a["w"] * a["h"] + b.w * b.h - inter)
 
 
-def events(client: LabelloopClient, task_id: str, kind: str) -> list[dict]:
+def events(client: LabelloopClient, task_id: str, kind: str) -> list[dict[str, Any]]:
     return [e for e in client.request("GET", f"/api/tasks/{task_id}/events") if e["type"] == kind]
 
 
@@ -78,7 +80,7 @@ def test_labels_train_a_model_that_preannotates_the_rest(
 
     held_out = [name for name in job["frames"] if name not in labeled]
 
-    def preannotated() -> list[dict]:
+    def preannotated() -> list[dict[str, Any]]:
         return client.request("GET", f"/api/jobs/{job['id']}/preannotations")["frames"]
 
     assert wait_until(lambda: len(preannotated()) == HELD_OUT, timeout_s=120)
@@ -105,7 +107,7 @@ def test_labels_train_a_model_that_preannotates_the_rest(
     assert client.request("GET", f"/api/tasks/{task_b.task['id']}/models") == []
 
     # the audit: who labeled which frame, which model version pre-annotated which frame
-    audit = task_audit(get_engine(api.settings.database_url), task_id)
+    audit = task_audit(get_engine(api.settings.database_url), task_id, projections())
     assert audit["task"]["id"] == task_id and audit["task"]["created_by"] == "admin"
     assert {a["frame"] for a in audit["annotations"]} == set(labeled)
     assert {a["submitted_by"] for a in audit["annotations"]} == {"admin"}
@@ -122,7 +124,7 @@ def test_labels_train_a_model_that_preannotates_the_rest(
         e["type"] == ready_type and e["causationid"] == published["id"] for e in audit["events"]
     ), "pre-annotations link to the model.published event that caused them"
     with pytest.raises(UnknownTask):
-        task_audit(get_engine(api.settings.database_url), "no-such-task")
+        task_audit(get_engine(api.settings.database_url), "no-such-task", projections())
     command = ["audit", "task", task_id, "--json", "--db", api.settings.database_url]
     printed = subprocess.run(
         [sys.executable, "-m", "labelloop", *command],

@@ -14,7 +14,8 @@ from sqlmodel import Session, col, func, select
 
 from labelloop.config import Settings
 from labelloop.messaging.broker import create_broker, kafka_publisher
-from labelloop.messaging.outbox import OutboxMessage, OutboxRelay, Transactions
+from labelloop.messaging.outbox import OutboxMessage, Transactions
+from labelloop.messaging.relay import OutboxRelay
 from labelloop.messaging.topics import create_topics
 from labelloop.projections import NOTHING
 from labelloop.stack.manager import Stack

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from labelloop.composition import load_service, service_names
 from labelloop.config import Settings
 from labelloop.messaging.topics import create_topics, topic_names
-from labelloop.runtime import SERVICE_MODULES, load_service
+from labelloop.stack.base import free_port
 from labelloop.stack.manager import Stack
 from schemas.events import EVENTS_BY_TOPIC, TaskCreated, TaskCreatedData
 from schemas.topics import Topic, dlq_topic
-from tests.integration.harness import free_port, service_process, wait_http_ready
+from tests.integration.harness import service_process, wait_http_ready
 from tests.integration.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 def consumer_groups_of(topic: Topic) -> int:
     """How many consumer groups read ``topic``, from the services' own declarations."""
-    return sum(topic in load_service(name).TOPICS for name in SERVICE_MODULES)
+    return sum(topic in load_service(name).subscribers.topics for name in service_names())
 
 
 def poison_for(topic: Topic, marker: str) -> dict[str, bytes]:

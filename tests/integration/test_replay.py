@@ -13,6 +13,7 @@ import pytest
 
 from labelloop.audit import task_audit
 from labelloop.client import LabelloopClient
+from labelloop.composition import projections
 from labelloop.db import get_engine
 from tests.integration.harness import ApiServer, WebhookReceiver, make_frames, wait_until
 from tests.integration.replay_check import assert_replay_matches, wait_quiet
@@ -83,6 +84,6 @@ def test_replay_rebuilds_the_projections_and_sends_nothing(
     assert subscription["secret"] not in logged and active["secret"] not in logged
 
     # an auditor reads the replayed database like the live one
-    audit = task_audit(get_engine(replay_url), task_id)
+    audit = task_audit(get_engine(replay_url), task_id, projections())
     assert {a["frame"] for a in audit["annotations"]} == set(by_frame)
     assert audit["events"][0]["type"] == "io.labelloop.task.created.v1"

@@ -13,6 +13,7 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,9 +44,9 @@ SUBSCRIBED = [
 ]
 
 
-def count(engine: Engine, model: type, *where: object) -> int:
+def count(engine: Engine, model: type, *where: Any) -> int:
     with Session(engine) as session:
-        return int(session.exec(select(func.count()).select_from(model).where(*where)).one())  # type: ignore[call-overload]
+        return int(session.exec(select(func.count()).select_from(model).where(*where)).one())
 
 
 def announced(engine: Engine, task_id: str, event_types: list[str]) -> list[str]:
@@ -113,7 +114,7 @@ async def test_each_service_killed_in_turn_during_a_200_frame_task(
         at_kill: dict[str, int] = {}
         for service, frames in KILL_AT.items():
             assert wait_until(
-                lambda at=frames: processed() >= at,  # type: ignore[misc]
+                lambda at=frames: processed() >= at,
                 timeout_s=240,
                 interval_s=0.05,
             ), f"{processed()} frames before killing {service}\n{fleet.log('ingest')}"

@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -21,13 +22,14 @@ from sqlmodel import Session, select
 from labelloop.config import Settings
 from labelloop.db import create_tables, get_engine
 from labelloop.messaging.topics import create_topics, topic_names
+from labelloop.stack.base import free_port
 from labelloop.stack.manager import Stack
 from labelloop.storage import ObjectStore
 from labelloop.tasks import Task
 from labelloop_tools.synthetic import synthetic_frame
 from schemas.events import LabelsThresholdReached, LabelsThresholdReachedData
 from schemas.topics import Topic
-from tests.integration.harness import free_port, service_process, wait_until
+from tests.integration.harness import service_process, wait_until
 from tests.integration.kafka_helpers import read_topic
 from trainer.models import ModelVersion, TrainingFrame, TrainingLabel, TrainingRequest
 
@@ -131,7 +133,7 @@ def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> No
     assert wait_until(predicate, timeout_s=timeout_s, interval_s=0.2), f"timed out: {what}"
 
 
-async def trainer_events(settings: Settings, task_id: str) -> list[dict]:
+async def trainer_events(settings: Settings, task_id: str) -> list[dict[str, Any]]:
     records = await read_topic(
         settings.kafka_bootstrap_servers,
         settings.topic(Topic.TRAINER_EVENTS),
@@ -212,7 +214,7 @@ async def test_a_killed_trainer_is_retried_then_reported_failed(
         assert [(v.version, v.status) for v in versions] == [(1, "failed")]
         # the service outlived its run, and says why the run failed
         assert second.poll() is None
-        events: list[dict] = []
+        events: list[dict[str, Any]] = []
 
         async def failure_announced() -> bool:
             events[:] = await trainer_events(test_settings, task_id)

@@ -14,8 +14,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from labeler_assist.models import AssistFrame, Preannotation
+from labeler_assist.preannotation import ModelServer, triton_model_name
 from labeler_assist.projections import PROJECTION
-from labeler_assist.serving import ModelServer, triton_model_name
 from labelloop.config import Settings
 from labelloop.messaging.outbox import Transactions
 from labelloop.stack.manager import Stack

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from standardwebhooks import Webhook
@@ -22,7 +23,7 @@ def subscribe(
     path: str,
     events: list[str],
     **extra: object,
-) -> dict:
+) -> dict[str, Any]:
     return client.request(
         "POST",
         "/api/webhooks",
@@ -105,7 +106,7 @@ def test_failing_receiver_is_retried_with_the_same_delivery_id(
     for request in attempts:
         verifier.verify(request.body, request.headers)
 
-    def delivered() -> list[dict]:
+    def delivered() -> list[dict[str, Any]]:
         return [
             d
             for d in client.request("GET", f"/api/webhooks/{subscription['id']}/deliveries")

@@ -29,7 +29,8 @@ def _smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarr
     rows = np.linspace(0, coarse.shape[0] - 1, height).round().astype(int)
     cols = np.linspace(0, coarse.shape[1] - 1, width).round().astype(int)
     noise = rng.integers(-20, 21, (height, width, 3))
-    return np.clip(coarse[rows][:, cols] + noise, 0, 255).astype(np.uint8)
+    image: np.ndarray = np.clip(coarse[rows][:, cols] + noise, 0, 255).astype(np.uint8)
+    return image
 
 
 @pytest.mark.parametrize(
@@ -49,14 +50,14 @@ def test_letterbox_matches_ultralytics(height: int, width: int, size: int) -> No
 
     image = _smooth_image(np.random.default_rng(height * width), height, width)
     ours, box = yolo_codec.letterbox(image, size)
-    reference = LetterBox(size, auto=False)(image=image)
+    reference: np.ndarray = LetterBox(size, auto=False)(image=image)  # type: ignore[assignment]
 
     assert ours.shape == reference.shape == (size, size, 3)
     difference = np.abs(ours.astype(int) - reference.astype(int))
     # OpenCV's SIMD rounding differs by one grey level on a few pixels (see yolo_codec).
     assert difference.max() <= 1
     assert (difference > 0).mean() < 0.005
-    padding = (reference == 114).all(axis=2)
+    padding = np.all(reference == 114, axis=2)
     assert padding[: box.pad_y].all() and padding[:, : box.pad_x].all()
 
 
@@ -105,7 +106,7 @@ def test_unletterbox_matches_scale_boxes(height: int, width: int) -> None:
     )
 
     ours = yolo_codec.unletterbox(rows, box, width, height)
-    reference = clip_boxes(
+    reference = clip_boxes(  # type: ignore[no-untyped-call]
         scale_boxes((640, 640), rows[:, :4].copy(), (height, width)), (height, width)
     )
 

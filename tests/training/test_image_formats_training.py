@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_image_formats import HEIGHT, KINDS, WIDTH
-from trainer.training import LabeledFrame, evaluate, train, write_dataset
+from trainer.dataset import LabeledFrame, write_dataset
+from trainer.training import evaluate, train
 
 
 @pytest.mark.training

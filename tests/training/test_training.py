@@ -10,23 +10,19 @@ import io
 import ipaddress
 import json
 import socket
+import sys
+import types
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from PIL import Image
 
 from labelloop_tools.synthetic import synthetic_frame
-from trainer.training import (
-    LabeledFrame,
-    _match,
-    evaluate,
-    export_onnx,
-    select_device,
-    train,
-    write_dataset,
-)
+from trainer.dataset import LabeledFrame, write_dataset
+from trainer.devices import choose_device, visible_gpus
+from trainer.training import _match, evaluate, export_onnx, train
 
 TRAIN_SEEDS = range(48)
 HELD_OUT_SEEDS = range(1000, 1040)  # frames the model never saw, not even in its val split
@@ -169,8 +165,11 @@ def test_refuses_a_folder_with_stale_files(tmp_path: Path) -> None:
 
 
 def test_matching_counts_each_truth_once() -> None:
-    truth = [(0, (0.0, 0.0, 10.0, 10.0)), (0, (20.0, 20.0, 30.0, 30.0))]
-    found = [
+    truth: list[tuple[int, tuple[float, ...]]] = [
+        (0, (0.0, 0.0, 10.0, 10.0)),
+        (0, (20.0, 20.0, 30.0, 30.0)),
+    ]
+    found: list[tuple[float, int, tuple[float, ...]]] = [
         (0.9, 0, (0.0, 0.0, 10.0, 10.0)),
         (0.8, 0, (1.0, 1.0, 10.0, 10.0)),  # a duplicate of the first: a false positive
         (0.7, 1, (20.0, 20.0, 30.0, 30.0)),  # right place, wrong class
@@ -179,15 +178,21 @@ def test_matching_counts_each_truth_once() -> None:
     assert _match(found, truth) == 1
 
 
-def test_select_device_takes_the_gpu_with_most_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    torch = pytest.importorskip("torch")
-    free_mib = {0: 1000, 1: 5000}
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (free_mib[i] * 2**20, 8000 * 2**20))
-    assert select_device(min_free_mib=4000) == "cuda:1"
-    assert select_device(min_free_mib=6000) == "cpu"
-    assert select_device(prefer_gpu=False) == "cpu"
+def test_runs_take_the_gpu_with_most_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the scheduler does (NVML, no torch): the fullest GPU is passed over, and a run waits
+    while every GPU is too full."""
+    free_mib = [1000, 5000]
+    nvml = types.SimpleNamespace(
+        NVMLError=type("NVMLError", (Exception,), {}),
+        nvmlInit=lambda: None,
+        nvmlShutdown=lambda: None,
+        nvmlDeviceGetCount=lambda: len(free_mib),
+        nvmlDeviceGetHandleByIndex=lambda index: index,
+        nvmlDeviceGetMemoryInfo=lambda index: types.SimpleNamespace(free=free_mib[index] * 2**20),
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", cast(types.ModuleType, nvml))
+    assert choose_device(visible_gpus(), 4000) == "cuda:1"
+    assert choose_device(visible_gpus(), 6000) is None, "every GPU is too full: wait"
 
 
 # --- one real training run -------------------------------------------------------------------

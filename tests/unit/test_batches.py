@@ -82,9 +82,9 @@ async def test_a_transient_failure_fails_the_batch_for_a_retry_and_dead_letters_
             ["a", "b"],
             [record(0, b"a"), record(1, b"b")],
             effects.apply,
-            broker=broker,
+            broker=broker,  # type: ignore[arg-type]
             policy=POLICY,
-        )  # type: ignore[arg-type]
+        )
     assert broker.published == [] and len(effects.calls) == 1
 
 

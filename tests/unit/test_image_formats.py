@@ -19,7 +19,7 @@ from PIL import Image
 
 from ingest.domain import ImageInfo, Rejection, inspect_image
 from labeler_assist.detectors import prepare_image
-from trainer.training import LabeledFrame, write_dataset
+from trainer.dataset import LabeledFrame, write_dataset
 
 WIDTH, HEIGHT = 48, 32  # as displayed
 RED, BLUE, GREEN = (220, 30, 30), (30, 30, 220), (30, 160, 30)

@@ -23,13 +23,13 @@ from labelloop.messaging.security import (
 from tests.tls import Certificates, make_certificates
 
 REPO = Path(__file__).resolve().parents[2]
-CLUSTER = {
+CLUSTER: dict[str, Any] = {
     "environment": "cluster",
     "s3_access_key": "access-from-a-k8s-secret",
     "s3_secret_key": "s3cret-from-a-k8s-secret",
     "admin_token": "0123456789abcdef" * 4,
 }
-SCRAM = {
+SCRAM: dict[str, Any] = {
     "kafka_security_protocol": "SASL_SSL",
     "kafka_sasl_mechanism": "SCRAM-SHA-512",
     "kafka_sasl_username": "labelloop",

@@ -14,11 +14,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
 from ingest import projections as ingest
-from ingest.handlers import data_ready_events
+from ingest.manifest import data_ready_events
 from jobgen import projections as jobgen
 from jobgen.handlers import handle_data_ready, handle_frames_listed
 from labeler_assist import projections as assist
-from labeler_assist.handlers import NotFound, NotPermitted, remember, submit_labels
+from labeler_assist.handlers import remember
+from labeler_assist.labels import NotFound, NotPermitted, submit_labels
 from labeler_assist.lookups import find_frame, find_job
 from labeler_assist.models import Annotation, AssistFrame, AssistJob, LabelCounter
 from labelloop.auth import Principal, Role

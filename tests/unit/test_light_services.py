@@ -15,7 +15,7 @@ SERVICE_MODULES = [
     "jobgen.app",
     "webhooks.app",
     "labeler_assist.app",
-    "labeler_assist.serving",
+    "labeler_assist.preannotation",
     "labeler_assist.detectors",
     "trainer.app",
     "labelloop.serve",

@@ -9,8 +9,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from ingest.models import Frame
+from labelloop.composition import projected_tables, projections
 from labelloop.db import create_tables, get_engine
-from labelloop.replay import EventApplier, parse_event, projected_tables, projections
+from labelloop.replay import EventApplier, parse_event
 from labelloop.timeline import EventRecord
 from schemas.events import (
     FrameLabels,
@@ -206,11 +207,17 @@ def test_labels_applied_as_a_batch_equal_labels_applied_one_by_one(tmp_path: Pat
         submitted(2, {"a.jpg": 3}),
         submitted(3, {"c.jpg": 0, "b.jpg": 1}),
     ]
+
+    def one_by_one(session: Session) -> None:
+        for event in events:
+            apply_labels_submitted(session, event)
+
+    def in_batches(session: Session) -> None:
+        apply_labels_batch(session, events[:1])
+        apply_labels_batch(session, events[1:])
+
     tables = []
-    for name, apply in (
-        ("one", lambda s: [apply_labels_submitted(s, e) for e in events]),
-        ("batch", lambda s: apply_labels_batch(s, events[:1]) or apply_labels_batch(s, events[1:])),
-    ):
+    for name, apply in (("one", one_by_one), ("batch", in_batches)):
         engine = get_engine(f"sqlite:///{tmp_path}/{name}.db")
         create_tables(engine)
         with Session(engine) as session:

@@ -14,14 +14,16 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from ingest import projections as ingest
-from ingest.handlers import data_ready_events
+from ingest.manifest import data_ready_events
 from jobgen import projections as jobgen
 from jobgen.handlers import handle_data_ready, handle_frames_listed
 from labelloop import tasks
+from labelloop.audit import SECTIONS, task_audit
+from labelloop.composition import projections
 from labelloop.db import create_tables, get_engine
 from labelloop.messaging.outbox import OutboxMessage, Transactions
 from labelloop.projections import Projection
-from labelloop.replay import EventApplier, parse_event, projections
+from labelloop.replay import EventApplier, parse_event
 from schemas.envelope import CloudEvent
 from schemas.events import (
     FrameProcessed,
@@ -181,7 +183,13 @@ def test_record_all_calls_each_runs_batch_applier_once(transactions: Transaction
 
 
 def test_record_all_builds_what_single_records_build(tmp_path: Path) -> None:
-    events = [processed("a"), processed("b"), rejected("b"), rejected("c"), processed("c")]
+    events: list[CloudEvent[Any]] = [
+        processed("a"),
+        processed("b"),
+        rejected("b"),
+        rejected("c"),
+        processed("c"),
+    ]
     single = Transactions(database(tmp_path, "single"), projection=ingest.PROJECTION)
     batched = Transactions(database(tmp_path, "batched"), projection=ingest.PROJECTION)
     with single.unit_of_work() as uow:
@@ -259,3 +267,13 @@ def test_replaying_what_the_services_recorded_builds_the_same_rows(
         live = rows(transactions.engine, table)
         assert live, f"the live side built no {table}"
         assert rows(replayed, table) == live, table
+    # what an auditor reads comes from each service's projection, the same live and replayed
+    for engine in (transactions.engine, replayed):
+        create_tables(engine)  # the tables of every model projections() imported
+    live_audit = task_audit(transactions.engine, TASK, projections())
+    assert list(live_audit) == list(SECTIONS)
+    assert len(live_audit["frames"]) == 5 and len(live_audit["jobs"]) == 2
+    assert [f["status"] for f in live_audit["frames"]].count("rejected") == 1
+    replayed_audit = task_audit(replayed, TASK, projections())
+    for section in ("task", "frames", "jobs", "annotations", "models"):
+        assert replayed_audit[section] == live_audit[section], section

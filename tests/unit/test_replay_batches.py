@@ -12,9 +12,10 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from labelloop.composition import projected_tables, projections
 from labelloop.db import get_engine
 from labelloop.migrations import upgrade
-from labelloop.replay import UNREPLAYED_COLUMNS, EventApplier, projected_tables, projections
+from labelloop.replay import UNREPLAYED_COLUMNS, EventApplier
 from labelloop_tools.bench_consumers import labels_submitted_event
 from labelloop_tools.bench_replay import synthetic_history
 from schemas.envelope import CloudEvent

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
@@ -138,6 +139,66 @@ def test_asyncapi_documents_every_topic_and_event() -> None:
     assert addresses == {topic.value for topic in Topic}
     schema_names = set(document["components"]["schemas"])
     assert {cls.__name__ for classes in EVENTS_BY_TOPIC.values() for cls in classes} <= schema_names
+
+
+def _schemas_reached(document: dict[str, Any], node: Any) -> set[str]:
+    """The component schemas ``node`` refers to, transitively."""
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            ref = item.get("$ref", "")
+            if ref.startswith("#/components/schemas/"):
+                name = ref.rsplit("/", 1)[1]
+                if name not in found:
+                    found.add(name)
+                    stack.append(document["components"]["schemas"][name])
+            stack.extend(value for key, value in item.items() if key != "$ref")
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def test_asyncapi_names_each_event_types_producer_and_every_group_receiving_it() -> None:
+    """From the committed document alone: who sends each event type (one service) and which
+    consumer groups receive it (channels ``<service>:<topic>`` and ``<group>:<topic>``)."""
+    from labelloop.composition import load_service, service_names
+
+    document = json.loads(
+        (Path(__file__).parents[2] / "schemas/generated/asyncapi.json").read_text()
+    )
+    senders: dict[str, set[str]] = {}
+    receivers: dict[str, set[str]] = {}
+    for operation in document["operations"].values():
+        channel_name = operation["channel"]["$ref"].rsplit("/", 1)[1]
+        channel = document["channels"][channel_name]
+        messages = [
+            document["components"]["messages"][ref["$ref"].rsplit("/", 1)[1]]
+            for ref in channel["messages"].values()
+        ]
+        reached = set().union(*(_schemas_reached(document, m["payload"]) for m in messages))
+        owner = channel_name.split(":")[0]
+        found = senders if operation["action"] == "send" else receivers
+        for name in reached:
+            found.setdefault(name, set()).add(owner)
+    services = [load_service(name) for name in service_names()]
+    for cls in EVENT_TYPES.values():
+        name = cls.__name__
+        (producer,) = senders[name]
+        assert producer in {s.IDENTITY.name for s in services if cls in s.subscribers.produces}
+        groups = {s.IDENTITY.consumer_group for s in services if cls in s.subscribers.takes}
+        assert receivers.get(name, set()) == groups, name
+    assert receivers["S3EventNotification"] == {"labelloop-ingest"}
+    assert senders["S3EventNotification"] == {"object-store"}
+
+
+def test_the_event_table_answers_who_consumes_an_event_in_one_row() -> None:
+    table = (Path(__file__).parents[2] / "docs/events.md").read_text()
+    (row,) = [line for line in table.splitlines() if line.startswith("| `io.labelloop.job.created")]
+    assert "jobgen" in row.split("|")[3], "its producer"
+    for group in ("labelloop-labeler-assist", "labelloop-webhooks", "labelloop-timeline"):
+        assert f"`{group}`" in row.split("|")[4], group
 
 
 def test_versitygw_records_parse_with_their_raw_keys() -> None:

@@ -17,7 +17,7 @@ from labelloop.db import create_tables, get_engine
 from labelloop.messaging.outbox import OutboxMessage, Transactions
 from schemas.events import LabelsThresholdReached, LabelsThresholdReachedData
 from trainer.devices import Gpu, choose_device
-from trainer.handlers import Scheduler, enqueue
+from trainer.handlers import enqueue
 from trainer.models import ModelVersion, TrainingRequest
 from trainer.projections import PROJECTION
 from trainer.queue import (
@@ -29,6 +29,7 @@ from trainer.queue import (
     pick_next,
     preemption_victim,
 )
+from trainer.scheduler import Scheduler
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

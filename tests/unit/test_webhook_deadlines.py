@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from labelloop.config import Settings
+from webhooks.dispatcher import Dispatcher
 from webhooks.domain import new_secret
-from webhooks.handlers import Dispatcher
 from webhooks.models import Delivery, Subscription
 
 Reply = Callable[[asyncio.StreamWriter], Awaitable[None]]

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from labelloop.config import Settings
 from labelloop_tools.bench_consumers import bench_consumers
+from labelloop_tools.bench_ingest import bench_ingest, bench_ingest_real
 from labelloop_tools.bench_replay import bench_replay
 from labelloop_tools.bench_scale import bench_scale
 from labelloop_tools.bench_serving import (
@@ -27,7 +28,9 @@ from labelloop_tools.bench_serving import (
 
 if TYPE_CHECKING:
     from labelloop.client import LabelloopClient
+    from labelloop.messaging.outbox import Transactions
     from labelloop_tools.demo import LocalReceiver
+    from schemas.events import TaskDataReady
 
 Benchmark = Callable[[Settings, Console], dict[str, Any]]
 
@@ -55,50 +58,52 @@ def bench_storage_to_kafka(settings: Settings, console: Console) -> dict[str, An
     }
 
 
+def _outbox_event(index: int) -> TaskDataReady:
+    """One of 50 tasks' ``task.data-ready``, a distinct event per index."""
+    from schemas.events import TaskDataReady, TaskDataReadyData
+
+    task_id = f"t{index % 50}"
+    return TaskDataReady.create(
+        TaskDataReadyData(task_id=task_id, frame_count=0, rejected_count=0, parts=0),
+        source="/bench",
+        key=(index,),
+        taskid=task_id,
+    )
+
+
+def _recording_s(transactions: Transactions, indexes: range, batch: int) -> float:
+    """Seconds to record one event per index, ``batch`` handled messages a transaction."""
+    started = time.perf_counter()
+    for first in range(indexes.start, indexes.stop, batch):
+        chosen = range(first, min(first + batch, indexes.stop))
+        with transactions.unit_of_work("bench", [str(i) for i in chosen]) as uow:
+            uow.record_all([_outbox_event(i) for i in chosen])
+    return time.perf_counter() - started
+
+
 def bench_outbox(settings: Settings, console: Console) -> dict[str, Any]:
     """Events recorded in the outbox and relayed to Kafka by the relay, per second."""
     import tempfile
 
     from labelloop.db import create_tables, get_engine
     from labelloop.messaging.broker import create_broker, kafka_publisher
-    from labelloop.messaging.outbox import OutboxRelay, Transactions
+    from labelloop.messaging.outbox import Transactions
+    from labelloop.messaging.relay import OutboxRelay
     from labelloop.messaging.topics import create_topics
     from labelloop.projections import NOTHING
-    from schemas.events import TaskDataReady, TaskDataReadyData
 
     count, batch = 2000, 100
     console.log(f"outbox: {count} events one per transaction, {count} in batches of {batch}")
     bench_settings = settings.model_copy(update={"kafka_topic_prefix": f"bench{time.time_ns()}."})
-    topic = bench_settings.topic("ingest.events")
 
     async def run() -> dict[str, Any]:
-        await create_topics(bench_settings, [topic])
+        await create_topics(bench_settings, [bench_settings.topic("ingest.events")])
         with tempfile.TemporaryDirectory() as folder:
             engine = get_engine(f"sqlite:///{folder}/bench.db")
             create_tables(engine)
             transactions = Transactions(engine, bench_settings.topic, projection=NOTHING)
-
-            def event(index: int) -> TaskDataReady:
-                return TaskDataReady.create(
-                    TaskDataReadyData(
-                        task_id=f"t{index % 50}", frame_count=0, rejected_count=0, parts=0
-                    ),
-                    source="/bench",
-                    key=(index,),
-                    taskid=f"t{index % 50}",
-                )
-
-            started = time.perf_counter()
-            for index in range(count):
-                with transactions.unit_of_work("bench", str(index)) as uow:
-                    uow.record(event(index))
-            recorded_s = time.perf_counter() - started
-            started = time.perf_counter()
-            for first in range(count, 2 * count, batch):  # as a batch consumer records them
-                indexes = range(first, first + batch)
-                with transactions.unit_of_work("bench", [str(i) for i in indexes]) as uow:
-                    uow.record_all([event(i) for i in indexes])
-            batched_s = time.perf_counter() - started
+            recorded_s = _recording_s(transactions, range(count), 1)
+            batched_s = _recording_s(transactions, range(count, 2 * count), batch)
             broker = create_broker(bench_settings, client_id="bench")
             await broker.start()
             try:
@@ -278,139 +283,6 @@ def bench_reconcile(settings: Settings, console: Console) -> dict[str, Any]:
         "median_ms": round(percentile(recovered_ms, 50), 1),
         "quiet_period_s": settings.ingest_reconcile_quiet_s,
         "tick_s": settings.ingest_reconcile_tick_s,
-    }
-
-
-def bench_ingest(settings: Settings, console: Console) -> dict[str, Any]:
-    """Frames validated per second by ingest, beside a plain decode-and-hash loop."""
-    import hashlib
-    import io
-    import tempfile
-    from datetime import datetime
-
-    from PIL import Image
-
-    from labelloop.client import JOBS_READY, LabelloopClient
-    from labelloop_tools.probes import write_frames
-
-    count = 1000
-    console.log(f"ingest: {count} frames")
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        LabelloopClient(_api(settings), settings.admin_token) as client,
-    ):
-        files = write_frames(Path(folder), count)
-        blobs = [path.read_bytes() for path in files]
-        started = time.perf_counter()
-        for blob in blobs:
-            with Image.open(io.BytesIO(blob)) as image:
-                image.load()
-            hashlib.sha256(blob).hexdigest()
-        decode_only = count / (time.perf_counter() - started)
-
-        task = client.request(
-            "POST", "/api/tasks", json={"name": "bench-ingest", "labels": ["box"]}
-        )
-        upload_started = time.monotonic()
-        client.upload(task["id"], files)
-        events = list(client.events(task["id"], until=JOBS_READY, timeout_s=600))
-    processed = sorted(
-        datetime.fromisoformat(e["time"])
-        for e in events
-        if e["type"] == "io.labelloop.frame.processed.v1"
-    )
-    span_s = (processed[-1] - processed[0]).total_seconds()
-    return {
-        "frames": count,
-        "frame_bytes_mean": round(sum(map(len, blobs)) / count),
-        "frames_per_s": round((len(processed) - 1) / span_s, 1),
-        "upload_to_jobs_ready_s": round(time.monotonic() - upload_started, 1),
-        "decode_only_frames_per_s": round(decode_only, 1),
-    }
-
-
-def real_frames(folder: Path, count: int) -> list[Path]:
-    """``count`` distinct 1280x720 JPEGs at quality 90 with camera-like noise (~180 KB each)."""
-    from PIL import Image, ImageDraw
-
-    folder.mkdir(parents=True, exist_ok=True)
-    noise = Image.effect_noise((1280, 720), 16).convert("RGB")
-    base = Image.blend(Image.linear_gradient("L").resize((1280, 720)).convert("RGB"), noise, 0.25)
-    paths = []
-    for index in range(count):
-        image = base.copy()
-        x = index * 37 % 1100
-        ImageDraw.Draw(image).rectangle([x, 200, x + 160, 420], fill=(240, 140, 20))
-        path = folder / f"real_{index:05d}.jpg"
-        image.save(path, "JPEG", quality=90)
-        paths.append(path)
-    return paths
-
-
-def bench_ingest_real(settings: Settings, console: Console) -> dict[str, Any]:
-    """ingest on real-size frames (uploaded by 8 client threads) beside a plain loop that GETs
-    the same objects from the same store, decodes them fully and hashes them, one at a time."""
-    import hashlib
-    import io
-    import tempfile
-    from concurrent.futures import ThreadPoolExecutor
-    from datetime import datetime
-
-    import httpx
-    from PIL import Image
-
-    from labelloop.client import JOBS_READY, LabelloopClient
-    from labelloop.storage import ObjectStore
-
-    count = 300
-    console.log(f"ingest_real: {count} frames of 1280x720 (JPEG q90), 8 upload threads")
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        LabelloopClient(_api(settings), settings.admin_token) as client,
-        httpx.Client(timeout=120, trust_env=False) as store_http,
-    ):
-        files = real_frames(Path(folder), count)
-        task = client.request("POST", "/api/tasks", json={"name": "bench-real", "labels": ["box"]})
-        names = [path.name for path in files]
-        urls = client.request("POST", f"/api/tasks/{task['id']}/uploads", json={"files": names})
-        started = time.monotonic()
-        with ThreadPoolExecutor(8) as uploaders:
-            list(
-                uploaders.map(
-                    lambda path: store_http.put(
-                        urls["frames"][path.name], content=path.read_bytes()
-                    ).raise_for_status(),
-                    files,
-                )
-            )
-        upload_s = time.monotonic() - started
-        manifest = json.dumps({"files": names}).encode()
-        store_http.put(urls["manifest"], content=manifest).raise_for_status()
-        events = list(client.events(task["id"], until=JOBS_READY, timeout_s=600))
-        store = ObjectStore.from_settings(settings)
-        keys = [f"tasks/{task['id']}/data/{name}" for name in names]
-        started = time.perf_counter()
-        for key in keys:
-            blob = store.get_bytes(key)
-            with Image.open(io.BytesIO(blob)) as image:
-                image.load()
-            hashlib.sha256(blob).hexdigest()
-        plain_per_s = count / (time.perf_counter() - started)
-        mean_bytes = sum(path.stat().st_size for path in files) / count
-    processed = sorted(
-        datetime.fromisoformat(e["time"])
-        for e in events
-        if e["type"] == "io.labelloop.frame.processed.v1"
-    )
-    ingest_per_s = (len(processed) - 1) / (processed[-1] - processed[0]).total_seconds()
-    return {
-        "frames": count,
-        "frame_bytes_mean": round(mean_bytes),
-        "upload_frames_per_s": round(count / upload_s, 1),
-        "ingest_frames_per_s": round(ingest_per_s, 1),
-        "plain_loop_frames_per_s": round(plain_per_s, 1),
-        "ingest_over_plain_loop": round(ingest_per_s / plain_per_s, 2),
-        "ingest_over_plain_loop_required": 0.5,
     }
 
 

@@ -24,11 +24,11 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
+from labelloop.composition import load_service
 from labelloop.config import Settings
 from labelloop.messaging.lag import consumer_lag
 from labelloop.messaging.security import kafka_client_options, kafka_security_options
 from labelloop.messaging.topics import create_topics, topic_names
-from labelloop.runtime import load_service
 from labelloop.stack.base import free_port
 from schemas.envelope import CloudEvent
 from schemas.events import (
@@ -116,7 +116,7 @@ def _measure(settings: Settings, service: str, workdir: Path) -> float:
                     settings,
                     process,
                     f"http://127.0.0.1:{port}/readyz",
-                    scoped.consumer_group(load_service(service).CONSUMER_GROUP),
+                    scoped.consumer_group(load_service(service).IDENTITY.consumer_group),
                     scoped.topic(topic),
                     events,
                 )

@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
+from labelloop.composition import projections
 from labelloop.config import Settings
 from labelloop.messaging.security import kafka_client_options
 from labelloop.messaging.topics import create_topics, topic_names
@@ -111,8 +112,8 @@ def bench_replay(settings: Settings, console: Console) -> dict[str, Any]:
     console.log(f"replay: {produced} events produced; replaying into a fresh SQLite database")
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{folder}/replay.db"
-        first = asyncio.run(replay(scoped, url))
-        again = asyncio.run(replay(scoped, url))
+        first = asyncio.run(replay(scoped, url, projections=projections()))
+        again = asyncio.run(replay(scoped, url, projections=projections()))
     if first.applied != produced:
         raise RuntimeError(f"replay applied {first.applied} of the {produced} events produced")
     return {

@@ -36,6 +36,7 @@ import httpx
 from PIL import Image
 from rich.console import Console
 from sqlalchemy import func
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from labelloop.config import Settings
@@ -74,12 +75,12 @@ async def _skip_history(settings: Settings) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from ingest.app import CONSUMER_GROUP
+    from ingest import IDENTITY
 
     topic = settings.topic(Topic.STORAGE_OBJECTS)
     consumer = AIOKafkaConsumer(
         **kafka_client_options(settings),
-        group_id=settings.consumer_group(CONSUMER_GROUP),
+        group_id=settings.consumer_group(IDENTITY.consumer_group),
         enable_auto_commit=False,
     )
     admin = AIOKafkaAdminClient(**kafka_client_options(settings))
@@ -158,74 +159,93 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.kill()
 
 
-def _one_size(settings: Settings, frames: int, console: Console) -> dict[str, Any]:
+def _new_task(scoped: Settings, frames: int) -> str:
+    api = f"http://127.0.0.1:{scoped.api_port}"
+    headers = {"Authorization": f"Bearer {scoped.admin_token}"}
+    with httpx.Client(base_url=api, headers=headers, timeout=60, trust_env=False) as client:
+        body = {"name": f"scale-{frames}", "labels": ["box"], "segment_size": 500}
+        answer = client.post("/api/tasks", json=body)
+        answer.raise_for_status()
+        return str(answer.json()["id"])
+
+
+def _upload(scoped: Settings, task_id: str, frames: int, console: Console) -> None:
+    """The frames by ``UPLOAD_THREADS`` threads straight to the store, then the manifest."""
+    store = ObjectStore.from_settings(scoped)
+    names = [f"f{index:06d}.jpg" for index in range(frames)]
+    blobs = [tiny_frame(index) for index in range(frames)]
+    console.log(f"scale: {frames} frames ({sum(map(len, blobs)) / frames:.0f} B each)")
+    with ThreadPoolExecutor(UPLOAD_THREADS) as uploaders:
+        list(
+            uploaders.map(
+                lambda pair: store.put_bytes(f"tasks/{task_id}/data/{pair[0]}", pair[1]),
+                zip(names, blobs, strict=True),
+            )
+        )
+    store.put_bytes(f"tasks/{task_id}/manifest.json", json.dumps({"files": names}).encode())
+
+
+def _jobs_ready_at(engine: Engine, task_id: str, deadline: float) -> float | None:
+    """When the api's timeline logged the task's ``task.jobs-ready`` (monotonic), or None."""
+    from labelloop.timeline import EventRecord
+
+    while time.monotonic() < deadline:
+        with Session(engine) as session:
+            ready = session.exec(
+                select(func.count())
+                .select_from(EventRecord)
+                .where(
+                    EventRecord.task_id == task_id,
+                    EventRecord.type == "io.labelloop.task.jobs-ready.v1",
+                )
+            ).one()
+        if ready:
+            return time.monotonic()
+        time.sleep(0.25)
+    return None
+
+
+def _counts(engine: Engine, task_id: str) -> dict[str, Any]:
+    """The task's rows and events, and the span of its frames' processing."""
     from ingest.models import Frame
     from jobgen.models import Job
     from labelloop.messaging.outbox import OutboxMessage
     from labelloop.timeline import EventRecord
 
+    def count(model: Any, *where: Any) -> int:
+        return int(session.exec(select(func.count()).select_from(model).where(*where)).one())
+
+    with Session(engine) as session:
+        first, last = session.exec(
+            select(func.min(Frame.processed_at), func.max(Frame.processed_at)).where(
+                Frame.task_id == task_id
+            )
+        ).one()
+        return {
+            "span_s": (last - first).total_seconds() if first and last and last > first else 0.0,
+            "rows": {
+                "frames": count(Frame, Frame.task_id == task_id),
+                "jobs": count(Job, Job.task_id == task_id),
+                "events_recorded": count(OutboxMessage),
+            },
+            "timeline_events": count(EventRecord, EventRecord.task_id == task_id),
+        }
+
+
+def _one_size(settings: Settings, frames: int, console: Console) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, deployment(settings, Path(tmp)) as (scoped, pids):
-        api = f"http://127.0.0.1:{scoped.api_port}"
-        headers = {"Authorization": f"Bearer {scoped.admin_token}"}
-        with httpx.Client(base_url=api, headers=headers, timeout=60, trust_env=False) as client:
-            answer = client.post(
-                "/api/tasks",
-                json={"name": f"scale-{frames}", "labels": ["box"], "segment_size": 500},
-            )
-            answer.raise_for_status()
-            task_id = answer.json()["id"]
-        store = ObjectStore.from_settings(scoped)
-        names = [f"f{index:06d}.jpg" for index in range(frames)]
-        blobs = [tiny_frame(index) for index in range(frames)]
-        console.log(f"scale: {frames} frames ({sum(map(len, blobs)) / frames:.0f} B each)")
+        task_id = _new_task(scoped, frames)
         started = time.monotonic()
-        with ThreadPoolExecutor(UPLOAD_THREADS) as uploaders:
-            list(
-                uploaders.map(
-                    lambda pair: store.put_bytes(f"tasks/{task_id}/data/{pair[0]}", pair[1]),
-                    zip(names, blobs, strict=True),
-                )
-            )
-        store.put_bytes(f"tasks/{task_id}/manifest.json", json.dumps({"files": names}).encode())
+        _upload(scoped, task_id, frames, console)
         uploaded = time.monotonic()
         engine = get_engine(scoped.database_url)
-        deadline = uploaded + 3600
-        ready_at = None
-        while time.monotonic() < deadline:
-            with Session(engine) as session:
-                ready = session.exec(
-                    select(func.count())
-                    .select_from(EventRecord)
-                    .where(
-                        EventRecord.task_id == task_id,
-                        EventRecord.type == "io.labelloop.task.jobs-ready.v1",
-                    )
-                ).one()
-            if ready:
-                ready_at = time.monotonic()
-                break
-            time.sleep(0.25)
+        ready_at = _jobs_ready_at(engine, task_id, uploaded + 3600)
         if ready_at is None:
             raise RuntimeError(f"task of {frames} frames not ready an hour after its upload")
         memory = {name: peak_rss_mb(pid) for name, pid in pids.items()}
-        with Session(engine) as session:
-            first, last = session.exec(
-                select(func.min(Frame.processed_at), func.max(Frame.processed_at)).where(
-                    Frame.task_id == task_id
-                )
-            ).one()
-            frame_rows = session.exec(
-                select(func.count()).select_from(Frame).where(Frame.task_id == task_id)
-            ).one()
-            jobs = session.exec(
-                select(func.count()).select_from(Job).where(Job.task_id == task_id)
-            ).one()
-            events = session.exec(select(func.count()).select_from(OutboxMessage)).one()
-            logged = session.exec(
-                select(func.count()).select_from(EventRecord).where(EventRecord.task_id == task_id)
-            ).one()
+        counts = _counts(engine, task_id)
         engine.dispose()
-    span_s = (last - first).total_seconds() if first and last and last > first else 0.0
+    span_s = counts.pop("span_s")
     return {
         "frames": frames,
         "upload_s": round(uploaded - started, 1),
@@ -234,8 +254,7 @@ def _one_size(settings: Settings, frames: int, console: Console) -> dict[str, An
         "first_upload_to_jobs_ready_s": round(ready_at - started, 1),
         "ingest_frames_per_s": round((frames - 1) / span_s, 1) if span_s else None,
         "peak_rss_mb": memory,
-        "rows": {"frames": frame_rows, "jobs": jobs, "events_recorded": events},
-        "timeline_events": logged,
+        **counts,
         "ms_per_frame_end_to_end": round((ready_at - started) * 1000 / frames, 3),
     }
 

@@ -168,29 +168,8 @@ def run_demo(settings: Settings, console: Console, samples: Samples) -> JobsOutc
         f"task {task_id}: {status['processed']} frames processed, "
         f"{status['rejected']} rejected, jobs ready {uploaded - started:.1f}s after start"
     )
-    rejected = Table("rejected frame", "reason", title="frames refused by ingest")
-    for frame in status["frames"]:
-        if frame["status"] == "rejected":
-            rejected.add_row(frame["name"], frame["reason"])
-    console.print(rejected)
-    jobs = Table("job", "frames", "first", "last", title="jobs (pushed, never polled)")
-    for job in created.jobs:
-        jobs.add_row(
-            job["id"],
-            f"{job['start_frame']}-{job['stop_frame']}",
-            job["frames"][0],
-            job["frames"][-1],
-        )
-    console.print(jobs)
-    hooks = Table("event", "webhook-id", "signature", title=f"webhook deliveries to {url}")
     deliveries = receiver.of_task(task_id)
-    for delivery in deliveries:
-        hooks.add_row(
-            delivery["event"]["type"],
-            delivery["id"],
-            "[green]verified[/green]" if delivery["verified"] else "[red]BAD[/red]",
-        )
-    console.print(hooks)
+    _print_jobs(console, status, created.jobs, deliveries, url)
     return JobsOutcome(
         task_id=task_id,
         files=len(frame_files(frames)),
@@ -202,6 +181,38 @@ def run_demo(settings: Settings, console: Console, samples: Samples) -> JobsOutc
             for d in deliveries
         ],
     )
+
+
+def _print_jobs(
+    console: Console,
+    status: dict[str, Any],
+    jobs: list[dict[str, Any]],
+    deliveries: list[dict[str, Any]],
+    url: str,
+) -> None:
+    """The refused frames, the jobs and the webhook deliveries, as tables."""
+    rejected = Table("rejected frame", "reason", title="frames refused by ingest")
+    for frame in status["frames"]:
+        if frame["status"] == "rejected":
+            rejected.add_row(frame["name"], frame["reason"])
+    console.print(rejected)
+    table = Table("job", "frames", "first", "last", title="jobs (pushed, never polled)")
+    for job in jobs:
+        table.add_row(
+            job["id"],
+            f"{job['start_frame']}-{job['stop_frame']}",
+            job["frames"][0],
+            job["frames"][-1],
+        )
+    console.print(table)
+    hooks = Table("event", "webhook-id", "signature", title=f"webhook deliveries to {url}")
+    for delivery in deliveries:
+        hooks.add_row(
+            delivery["event"]["type"],
+            delivery["id"],
+            "[green]verified[/green]" if delivery["verified"] else "[red]BAD[/red]",
+        )
+    console.print(hooks)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Synthetic detection frames: bright boxes on dark noise, with their ground-truth boxes.
 
 The demo's model-in-the-loop run, the tests and the benchmarks make their frames here; nothing
-is downloaded. A detector learns these in a few minutes on CPU (see ``../shared/RECIPES.md``).
+is downloaded. A detector learns these in under a minute on CPU (the README's Figures,
+``retrain``: 40 labeled frames, 30 epochs at 192 px, 31.7 s on 2 cores).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ingest as a deployable unit: its Kafka subscriber and its HTTP routes."""
+"""ingest as a deployable unit: its typed subscribers and its HTTP routes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 from sqlmodel import select
 
+from ingest import IDENTITY
 from ingest.domain import MAX_FRAME_NAME
 from ingest.handlers import IngestDeps, handle_storage_events
 from ingest.models import Frame, FramePublic, TaskIngest
@@ -17,19 +18,38 @@ from ingest.projections import PROJECTION
 from ingest.reconciler import Backoff, Reconciler
 from labelloop.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep
 from labelloop.api.tasks import require_task
-from labelloop.messaging.batches import subscribe_batches
+from labelloop.messaging.subscribers import EventSubscribers
 from labelloop.runtime import Runtime
-from schemas.s3 import S3EventNotification, S3TestEvent
-from schemas.topics import Topic
+from schemas.events import (
+    FrameProcessed,
+    FrameRejected,
+    ObjectsRecovered,
+    TaskDataReady,
+    TaskFramesListed,
+)
+from schemas.s3 import S3EventNotification
 
-NAME = "ingest"
-CONSUMER_GROUP = "labelloop-ingest"
-TOPICS = (Topic.STORAGE_OBJECTS,)
-
-__all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
+__all__ = ["IDENTITY", "register", "router", "subscribers"]
 
 router = APIRouter(prefix="/api", tags=["ingest"])
-StorageNotification = S3EventNotification | S3TestEvent
+subscribers: EventSubscribers[IngestDeps] = EventSubscribers(
+    IDENTITY,
+    produces=(FrameProcessed, FrameRejected, TaskFramesListed, TaskDataReady, ObjectsRecovered),
+    max_records=lambda settings: settings.ingest_batch_max_records,
+)
+
+
+@subscribers.handler(S3EventNotification)
+async def on_objects_created(
+    notifications: Sequence[S3EventNotification], deps: IngestDeps
+) -> None:
+    """Validate the frames and manifests the object store announced, each task's together.
+
+    Each task's new frames are recorded in one transaction, then its manifests. The store's
+    test events (``s3:TestEvent``, versitygw's at start) are validated, then left out: no
+    handler takes them.
+    """
+    await handle_storage_events(list(notifications), deps)
 
 
 def register(runtime: Runtime) -> None:
@@ -41,21 +61,7 @@ def register(runtime: Runtime) -> None:
         raw_event_keys=runtime.settings.s3_event_key_encoding == "raw",
         fetch_pool=ThreadPoolExecutor(runtime.settings.ingest_fetch_concurrency, "ingest-fetch"),
     )
-
-    async def apply(notifications: Sequence[StorageNotification]) -> None:
-        """Frames and manifests the object store announced: each task's in one transaction."""
-        created = [n for n in notifications if isinstance(n, S3EventNotification)]
-        await handle_storage_events(created, deps)
-
-    subscribe_batches(
-        runtime,
-        TOPICS,
-        group=CONSUMER_GROUP,
-        model=StorageNotification,
-        apply=apply,
-        title="ingest",
-        max_records=runtime.settings.ingest_batch_max_records,
-    )
+    subscribers.subscribe(runtime, deps)
 
     settings = runtime.settings
     if settings.ingest_reconcile:

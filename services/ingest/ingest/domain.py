@@ -16,8 +16,6 @@ MAX_FRAME_NAME = 255
 """Characters in a frame's file name (the ``frames.name`` column): refused at presign and in
 the manifest; an object stored under a longer name is rejected with a shortened name."""
 
-RejectCode = FrameRejectCode
-
 
 @dataclass(frozen=True)
 class FrameKey:
@@ -79,7 +77,7 @@ class ImageInfo:
 
 @dataclass(frozen=True)
 class Rejection:
-    code: RejectCode
+    code: FrameRejectCode
     reason: str
 
 

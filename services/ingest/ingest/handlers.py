@@ -1,4 +1,5 @@
-"""ingest's handlers: fetch and validate frames, record manifests, announce complete data."""
+"""ingest's handlers: fetch and validate each new frame, record manifests (checked against
+the frames by :mod:`ingest.manifest`), and record their outcomes."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import hashlib
 import logging
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
+from ingest import IDENTITY
 from ingest.domain import (
     FrameKey,
     ImageInfo,
@@ -20,31 +20,26 @@ from ingest.domain import (
     OutsideTask,
     Rejection,
     inspect_image,
-    missing_frames,
     parse_key,
     parse_manifest,
 )
-from ingest.models import Frame, TaskIngest
-from labelloop.messaging.outbox import Transactions, UnitOfWork
+from ingest.frame_events import frame_processed, frame_rejected
+from ingest.manifest import (
+    check_declared_hash,
+    declared_hashes,
+    lock_task,
+    maybe_data_ready,
+    reject_mismatched_hashes,
+)
+from ingest.models import Frame
+from labelloop.messaging.outbox import Transactions
 from labelloop.metrics import FRAMES
 from labelloop.storage import ObjectChanged, ObjectStore, ObjectTooLarge
 from labelloop.tasks import Task
-from schemas.events import (
-    MAX_FRAMES_PER_EVENT,
-    FrameProcessed,
-    FrameProcessedData,
-    FrameRejected,
-    FrameRejectedData,
-    TaskDataReady,
-    TaskDataReadyData,
-    TaskFramesListed,
-    TaskFramesListedData,
-)
+from schemas.events import FrameProcessed, FrameRejected
 from schemas.s3 import S3EventNotification, S3EventRecord
 
 log = logging.getLogger(__name__)
-SOURCE = "/labelloop/ingest"
-CONSUMER = "ingest"
 
 FrameItem = tuple[FrameKey | OutsideTask, S3EventRecord]
 """A created object under a task's ``data/`` (or outside it: refused with a reason)."""
@@ -148,7 +143,7 @@ def _record_frames(
 ) -> None:
     """One task's frames of a batch: their outcomes, events and data-ready, in one transaction."""
     message_ids = [_message_id(record) for _, record, _ in inspected]
-    with deps.transactions.unit_of_work(CONSUMER, message_ids) as uow:
+    with deps.transactions.unit_of_work(IDENTITY.consumer, message_ids) as uow:
         todo = [
             item
             for item, message_id in zip(inspected, message_ids, strict=True)
@@ -156,7 +151,7 @@ def _record_frames(
         ]
         if not todo:
             return
-        ingest = _lock_task(uow, task_id, seen=len(todo))
+        ingest = lock_task(uow, task_id, seen=len(todo))
         with uow.session.no_autoflush:  # one flush for the batch, not one per statement
             recorded = set(
                 uow.session.exec(
@@ -166,13 +161,13 @@ def _record_frames(
                 )
             )  # since they were looked up: by the reconciler, or another replica
             events: list[FrameProcessed | FrameRejected] = []
-            declared = _declared_hashes(ingest)
+            declared = declared_hashes(ingest)
             for ref, record, inspection in todo:
                 if ref.name in recorded:
                     continue
                 outcome = inspection
                 if isinstance(inspection, tuple):
-                    outcome = _check_declared_hash(declared, ref.name, inspection[1]) or inspection
+                    outcome = check_declared_hash(declared, ref.name, inspection[1]) or inspection
                 events.append(_frame_event(ref, record.object_key, outcome))
             uow.record_all(events)
         statuses = ["processed" if isinstance(e, FrameProcessed) else "rejected" for e in events]
@@ -185,7 +180,7 @@ def _record_frames(
                 statuses.count("processed"),
                 statuses.count("rejected"),
             )
-        _maybe_data_ready(uow, ingest)
+        maybe_data_ready(uow, ingest)
 
 
 def _inspect_object(
@@ -224,74 +219,13 @@ def _inspect_bytes(data: bytes, max_pixels: int) -> tuple[ImageInfo, str, int] |
     return result, hashlib.sha256(data).hexdigest(), len(data)
 
 
-def _lock_task(uow: UnitOfWork, task_id: str, *, seen: int = 1) -> TaskIngest:
-    """Take the task's ingest row for this transaction (creating it on first use), counting
-    ``seen`` more objects (the reconciler watches that count move)."""
-    bumped = uow.session.execute(
-        update(TaskIngest)
-        .where(TaskIngest.task_id == task_id)  # type: ignore[arg-type]
-        .values(frames_seen=TaskIngest.frames_seen + seen)
-    )
-    if bumped.rowcount == 0:  # type: ignore[attr-defined]
-        uow.session.add(TaskIngest(task_id=task_id, frames_seen=seen))
-        uow.session.flush()
-    ingest = uow.session.get(TaskIngest, task_id, populate_existing=True)
-    assert ingest is not None
-    return ingest
-
-
-def _declared_hashes(ingest: TaskIngest) -> dict[str, str]:
-    """The manifest's sha256 by frame name (entries that declare one): looked up per frame,
-    so a big task's manifest is never scanned once per frame."""
-    declared = {}
-    for entry in ingest.manifest or []:
-        name, digest = entry.get("name"), entry.get("sha256")
-        if name and digest:
-            declared[name] = digest
-    return declared
-
-
-def _check_declared_hash(declared: dict[str, str], name: str, digest: str) -> Rejection | None:
-    expected = declared.get(name)
-    if expected and expected != digest:
-        return Rejection(
-            "hash_mismatch", f"sha256 {digest[:12]}… differs from the manifest's {expected[:12]}…"
-        )
-    return None
-
-
 def _frame_event(
     ref: FrameKey | OutsideTask, key: str, outcome: Outcome
 ) -> FrameProcessed | FrameRejected:
     if isinstance(outcome, Rejection):
-        return FrameRejected.create(
-            FrameRejectedData(
-                task_id=ref.task_id,
-                frame=ref.name,
-                object_key=key,
-                code=outcome.code,
-                reason=outcome.reason,
-            ),
-            source=SOURCE,
-            key=(ref.task_id, ref.name),
-            taskid=ref.task_id,
-        )
+        return frame_rejected(ref.task_id, ref.name, key, outcome)
     info, digest, size = outcome
-    return FrameProcessed.create(
-        FrameProcessedData(
-            task_id=ref.task_id,
-            frame=ref.name,
-            object_key=key,
-            sha256=digest,
-            width=info.width,
-            height=info.height,
-            size_bytes=size,
-            format=info.format,
-        ),
-        source=SOURCE,
-        key=(ref.task_id, ref.name),
-        taskid=ref.task_id,
-    )
+    return frame_processed(ref.task_id, ref.name, key, info, digest, size)
 
 
 def _on_manifest(ref: ManifestKey, record: S3EventRecord, deps: IngestDeps) -> None:
@@ -314,10 +248,10 @@ def _on_manifest(ref: ManifestKey, record: S3EventRecord, deps: IngestDeps) -> N
             error = too_large
         except ManifestError as manifest_error:
             error = str(manifest_error)
-    with deps.transactions.unit_of_work(CONSUMER, _message_id(record)) as uow:
+    with deps.transactions.unit_of_work(IDENTITY.consumer, _message_id(record)) as uow:
         if uow.already_done:
             return
-        ingest = _lock_task(uow, ref.task_id)
+        ingest = lock_task(uow, ref.task_id)
         if ingest.data_ready_at is not None:
             log.warning("task %s: manifest changed after its data was ready; ignored", ref.task_id)
             return
@@ -329,91 +263,5 @@ def _on_manifest(ref: ManifestKey, record: S3EventRecord, deps: IngestDeps) -> N
         ingest.manifest = [{"name": e.name, "sha256": e.sha256} for e in entries]
         ingest.manifest_error = None
         uow.session.add(ingest)
-        _reject_mismatched_hashes(uow, ingest)
-        _maybe_data_ready(uow, ingest)
-
-
-def _reject_mismatched_hashes(uow: UnitOfWork, ingest: TaskIngest) -> None:
-    """Frames processed before the manifest arrived are checked against its hashes now."""
-    frames = {
-        frame.name: frame
-        for frame in uow.session.exec(select(Frame).where(Frame.task_id == ingest.task_id))
-    }
-    declared = _declared_hashes(ingest)
-    for entry in ingest.manifest or []:
-        frame = frames.get(entry["name"] or "")
-        if frame is None or frame.status != "processed" or frame.sha256 is None:
-            continue
-        rejection = _check_declared_hash(declared, frame.name, frame.sha256)
-        if rejection is None:
-            continue
-        rejected = FrameRejected.create(
-            FrameRejectedData(
-                task_id=frame.task_id,
-                frame=frame.name,
-                object_key=frame.object_key,
-                code=rejection.code,
-                reason=rejection.reason,
-            ),
-            source=SOURCE,
-            key=(frame.task_id, frame.name),
-            taskid=frame.task_id,
-        )
-        uow.record(rejected)
-
-
-def _maybe_data_ready(uow: UnitOfWork, ingest: TaskIngest) -> None:
-    """Emit ``task.data-ready`` once, when every manifest entry has an outcome, after the
-    ``task.frames-listed`` parts that list its processed frames."""
-    if ingest.manifest is None or ingest.data_ready_at is not None:
-        return
-    uow.session.flush()
-    recorded = uow.session.exec(
-        select(func.count()).select_from(Frame).where(Frame.task_id == ingest.task_id)
-    ).one()
-    if recorded < len(ingest.manifest):  # cheap on the primary key: most frames stop here
-        return
-    frames = {
-        frame.name: frame
-        for frame in uow.session.exec(select(Frame).where(Frame.task_id == ingest.task_id))
-    }
-    declared = [entry["name"] or "" for entry in ingest.manifest]
-    if missing_frames(declared, set(frames)):
-        return
-    ingest.data_ready_at = datetime.now(UTC)
-    uow.session.add(ingest)
-    processed = [name for name in declared if frames[name].status == "processed"]
-    uow.record_all(
-        data_ready_events(ingest.task_id, processed, rejected=len(declared) - len(processed))
-    )
-
-
-def data_ready_events(
-    task_id: str, processed: list[str], *, rejected: int
-) -> list[TaskFramesListed | TaskDataReady]:
-    """``task.frames-listed`` parts of ``processed`` (kept in order), then ``task.data-ready``."""
-    parts = [
-        processed[start : start + MAX_FRAMES_PER_EVENT]
-        for start in range(0, len(processed), MAX_FRAMES_PER_EVENT)
-    ]
-    listing: list[TaskFramesListed | TaskDataReady] = [
-        TaskFramesListed.create(
-            TaskFramesListedData(task_id=task_id, part=index, parts=len(parts), frames=names),
-            source=SOURCE,
-            key=(task_id, index),
-            taskid=task_id,
-        )
-        for index, names in enumerate(parts)
-    ]
-    ready = TaskDataReady.create(
-        TaskDataReadyData(
-            task_id=task_id,
-            frame_count=len(processed),
-            rejected_count=rejected,
-            parts=len(parts),
-        ),
-        source=SOURCE,
-        key=(task_id,),
-        taskid=task_id,
-    )
-    return [*listing, ready]
+        reject_mismatched_hashes(uow, ingest)
+        maybe_data_ready(uow, ingest)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+from schemas.envelope import utcnow
 
 
 class FrameBase(SQLModel):
@@ -29,7 +27,7 @@ class FrameBase(SQLModel):
 class Frame(FrameBase, table=True):
     __tablename__ = "frames"
 
-    processed_at: datetime = Field(default_factory=_now)
+    processed_at: datetime = Field(default_factory=utcnow)
 
 
 class FramePublic(FrameBase):

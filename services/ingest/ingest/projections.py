@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from ingest.models import Frame
+from ingest.models import Frame, FramePublic
 from labelloop.db import insert_rows, rows_in
-from labelloop.projections import Projection
+from labelloop.projections import Projection, task_rows
 from schemas.events import FrameProcessed, FrameRejected
 
 
@@ -100,8 +100,20 @@ def _rejected(session: Session, frame: Frame | None, event: FrameRejected) -> Fr
     return frame
 
 
+def audit(session: Session, task_id: str) -> dict[str, list[Any]]:
+    """Every frame of the task: processed (hash, size) or refused with its reason."""
+    frames = task_rows(session, Frame, task_id, col(Frame.name))
+    return {
+        "frames": [
+            FramePublic.model_validate(frame, from_attributes=True).model_dump(mode="json")
+            for frame in frames
+        ]
+    }
+
+
 PROJECTION = Projection(
     tables=("frames",),
     appliers={FrameProcessed: apply_frame_processed, FrameRejected: apply_frame_rejected},
     batch_appliers={FrameProcessed: apply_frame_events, FrameRejected: apply_frame_events},
+    audit=audit,
 )

@@ -19,12 +19,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlmodel import Session, col, select
 
+from ingest import IDENTITY
 from ingest.domain import FrameKey, ManifestKey, OutsideTask, parse_key
-from ingest.handlers import SOURCE, IngestDeps, handle_records
+from ingest.handlers import IngestDeps, handle_records
 from ingest.models import Frame, TaskIngest
 from labelloop.metrics import (
     RECONCILE_LISTINGS,
@@ -34,6 +35,7 @@ from labelloop.metrics import (
 )
 from labelloop.storage import ListedObject
 from labelloop.tasks import Task
+from schemas.envelope import utcnow
 from schemas.events import RECOVERED_PER_EVENT, ObjectsRecovered, ObjectsRecoveredData
 from schemas.s3 import S3EventRecord
 
@@ -171,7 +173,7 @@ class Reconciler:
         return len(missing)
 
     def _incomplete(self) -> dict[str, Progress]:
-        since = datetime.now(UTC) - self.horizon
+        since = utcnow() - self.horizon
         with Session(self.deps.transactions.engine) as session:
             rows = session.exec(
                 select(Task.id, TaskIngest.frames_seen, TaskIngest.manifest)
@@ -190,7 +192,7 @@ class Reconciler:
         keys = [item.key for item in chunk]
         event = ObjectsRecovered.create(
             ObjectsRecoveredData(task_id=task_id, object_keys=keys, listed=listed),
-            source=SOURCE,
+            source=IDENTITY.source,
             key=(task_id, *(f"{item.key}@{item.etag}" for item in chunk)),
             taskid=task_id,
         )

@@ -1,63 +1,74 @@
-"""jobgen as a deployable unit: its Kafka subscriber and its HTTP routes."""
+"""jobgen as a deployable unit: its typed subscriber and its HTTP routes."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from fastapi import APIRouter, HTTPException, status
 from sqlmodel import select
 
+from jobgen import IDENTITY
 from jobgen.domain import natural_key
 from jobgen.handlers import handle_data_ready, handle_frames_listed
 from jobgen.models import Job, JobPublic
 from jobgen.projections import PROJECTION
 from labelloop.api.deps import PrincipalDep, SessionDep
 from labelloop.api.tasks import require_task
-from labelloop.messaging.batches import subscribe_batches
+from labelloop.messaging.outbox import Transactions
+from labelloop.messaging.subscribers import EventSubscribers
 from labelloop.runtime import Runtime
-from schemas.events import TaskDataReady, TaskFramesListed, event_union
-from schemas.topics import Topic
+from schemas.events import JobCreated, TaskDataReady, TaskFramesListed, TaskJobsReady
 
-NAME = "jobgen"
-CONSUMER_GROUP = "labelloop-jobgen"
-TOPICS = (Topic.INGEST_EVENTS,)
-
-__all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
+__all__ = ["IDENTITY", "register", "router", "subscribers"]
 
 router = APIRouter(prefix="/api", tags=["jobs"])
-IngestEvent = event_union(Topic.INGEST_EVENTS)
+subscribers: EventSubscribers[Transactions] = EventSubscribers(
+    IDENTITY, produces=(JobCreated, TaskJobsReady)
+)
+
+
+@subscribers.handler(TaskFramesListed, TaskDataReady)
+async def on_listing(
+    events: Sequence[TaskFramesListed | TaskDataReady], transactions: Transactions
+) -> None:
+    """Keep the listing parts; cut each task whose data is ready into jobs, with its parts.
+
+    One handler for both types, because a ``task.data-ready`` commits in one transaction with
+    the ``task.frames-listed`` parts of its task that precede it in the batch (the jobs are cut
+    from them); the other tasks' parts before it are kept first, in their own transaction, and
+    the parts after the last ``task.data-ready`` last. (Frame events are not jobgen's.)
+    """
+    for parts, ready in _listings(events):
+        if ready is None:
+            await asyncio.to_thread(handle_frames_listed, parts, transactions)
+            continue
+        task_id = ready.data.task_id
+        others = [part for part in parts if part.data.task_id != task_id]
+        if others:
+            await asyncio.to_thread(handle_frames_listed, others, transactions)
+        mine = [part for part in parts if part.data.task_id == task_id]
+        await asyncio.to_thread(handle_data_ready, ready, transactions, mine)
+
+
+def _listings(
+    events: Sequence[TaskFramesListed | TaskDataReady],
+) -> Iterator[tuple[list[TaskFramesListed], TaskDataReady | None]]:
+    """The run cut after each ``task.data-ready``: the parts before it and it; then the parts
+    after the last one, if any, with None."""
+    parts: list[TaskFramesListed] = []
+    for event in events:
+        if isinstance(event, TaskFramesListed):  # the one type test: parts wait for their ready
+            parts.append(event)
+            continue
+        yield parts, event
+        parts = []
+    if parts:
+        yield parts, None
 
 
 def register(runtime: Runtime) -> None:
-    transactions = runtime.transactions.bound(PROJECTION)
-
-    async def apply(events: Sequence[IngestEvent]) -> None:  # type: ignore[valid-type]
-        """Keep listing parts; cut each task whose data is ready into jobs, in order (frame
-        events are not jobgen's)."""
-        listed: list[TaskFramesListed] = []
-        for event in events:
-            if isinstance(event, TaskFramesListed):
-                listed.append(event)
-            elif isinstance(event, TaskDataReady):  # with its parts, in one transaction
-                task_id = event.data.task_id
-                others = [part for part in listed if part.data.task_id != task_id]
-                if others:
-                    await asyncio.to_thread(handle_frames_listed, others, transactions)
-                mine = [part for part in listed if part.data.task_id == task_id]
-                await asyncio.to_thread(handle_data_ready, event, transactions, mine)
-                listed = []
-        if listed:
-            await asyncio.to_thread(handle_frames_listed, listed, transactions)
-
-    subscribe_batches(
-        runtime,
-        TOPICS,
-        group=CONSUMER_GROUP,
-        model=IngestEvent,
-        apply=apply,
-        title="jobgen",
-    )
+    subscribers.subscribe(runtime, runtime.transactions.bound(PROJECTION))
 
 
 @router.get("/tasks/{task_id}/jobs")

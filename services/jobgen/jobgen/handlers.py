@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from sqlmodel import Session, col, select
 
+from jobgen import IDENTITY
 from jobgen.domain import job_id, plan_jobs
 from jobgen.models import FrameListing
 from labelloop.messaging.outbox import Transactions
@@ -22,8 +23,6 @@ from schemas.events import (
 )
 
 log = logging.getLogger(__name__)
-SOURCE = "/labelloop/jobgen"
-CONSUMER = "jobgen"
 
 
 class ListingIncomplete(LookupError):
@@ -32,7 +31,7 @@ class ListingIncomplete(LookupError):
 
 def handle_frames_listed(events: Sequence[TaskFramesListed], transactions: Transactions) -> None:
     """Keep listing parts (a batch in one transaction) for the ``task.data-ready`` after them."""
-    with transactions.unit_of_work(CONSUMER, [event.id for event in events]) as uow:
+    with transactions.unit_of_work(IDENTITY.consumer, [event.id for event in events]) as uow:
         uow.apply_all([event for event in events if event.id not in uow.done])
 
 
@@ -62,7 +61,8 @@ def handle_data_ready(
     redelivery yields exactly the same jobs once.
     """
     task_id = event.data.task_id
-    with transactions.unit_of_work(CONSUMER, [*(part.id for part in listed), event.id]) as uow:
+    handled = [*(part.id for part in listed), event.id]
+    with transactions.unit_of_work(IDENTITY.consumer, handled) as uow:
         uow.apply_all([part for part in listed if part.id not in uow.done])
         if event.id in uow.done:
             return []
@@ -81,7 +81,7 @@ def handle_data_ready(
                     stop_frame=plan.stop_frame,
                     frames=list(plan.frames),
                 ),
-                source=SOURCE,
+                source=IDENTITY.source,
                 key=(new_job,),
                 taskid=task_id,
                 subject=new_job,
@@ -90,7 +90,7 @@ def handle_data_ready(
             jobs.append(created)
         ready = TaskJobsReady.create(
             TaskJobsReadyData(task_id=task_id, job_count=len(jobs)),
-            source=SOURCE,
+            source=IDENTITY.source,
             key=(task_id,),
             taskid=task_id,
             cause=event,

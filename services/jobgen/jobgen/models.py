@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
+
+from schemas.envelope import utcnow
 
 
 class JobBase(SQLModel):
@@ -19,7 +21,7 @@ class JobBase(SQLModel):
 class Job(JobBase, table=True):
     __tablename__ = "jobs"
 
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class FrameListing(SQLModel, table=True):

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session
+from typing import Any
 
-from jobgen.models import FrameListing, Job
-from labelloop.projections import Projection
+from sqlmodel import Session, col
+
+from jobgen.models import FrameListing, Job, JobPublic
+from labelloop.projections import Projection, task_rows
 from schemas.events import JobCreated, TaskFramesListed
 
 
@@ -37,7 +39,19 @@ def apply_frames_listed(session: Session, event: TaskFramesListed) -> FrameListi
     return listing
 
 
+def audit(session: Session, task_id: str) -> dict[str, list[Any]]:
+    """The task's jobs, in frame order."""
+    jobs = task_rows(session, Job, task_id, col(Job.start_frame))
+    return {
+        "jobs": [
+            JobPublic.model_validate(job, from_attributes=True).model_dump(mode="json")
+            for job in jobs
+        ]
+    }
+
+
 PROJECTION = Projection(
     tables=("jobs", "frame_listings"),
     appliers={JobCreated: apply_job_created, TaskFramesListed: apply_frames_listed},
+    audit=audit,
 )

@@ -1,30 +1,28 @@
-"""labeler-assist as a deployable unit: its subscribers and the annotation routes."""
+"""labeler-assist as a deployable unit: its typed subscribers and the annotation routes."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field, field_validator
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from labeler_assist import IDENTITY
 from labeler_assist.domain import InvalidAnnotation
-from labeler_assist.handlers import (
-    NotFound,
-    NotPermitted,
-    NotYetKnown,
-    remember,
-    submit_labels,
-)
+from labeler_assist.handlers import remember
+from labeler_assist.labels import NotFound, NotPermitted, NotYetKnown, submit_labels
 from labeler_assist.lookups import find_job
 from labeler_assist.models import Annotation, AssistFrame, Preannotation
+from labeler_assist.preannotation import ModelServer
 from labeler_assist.projections import PROJECTION
-from labeler_assist.serving import ModelServer
 from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from labelloop.db import in_chunks
-from labelloop.messaging.batches import subscribe_batches
+from labelloop.messaging.outbox import Transactions
+from labelloop.messaging.subscribers import EventSubscribers
 from labelloop.runtime import Runtime
 from labelloop.tasks import Task
 from schemas.events import (
@@ -32,60 +30,70 @@ from schemas.events import (
     FrameLabels,
     FrameProcessed,
     JobCreated,
+    LabelsSubmitted,
+    LabelsThresholdReached,
     ModelPublished,
-    event_union,
+    PreannotationReady,
 )
-from schemas.topics import Topic
 
-NAME = "labeler-assist"
-CONSUMER_GROUP = "labelloop-labeler-assist"
-TOPICS = (Topic.INGEST_EVENTS, Topic.JOBGEN_EVENTS, Topic.TRAINER_EVENTS)
-
-__all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
+__all__ = ["IDENTITY", "register", "router", "subscribers"]
 
 router = APIRouter(prefix="/api", tags=["annotations"])
-UpstreamEvent = event_union(*TOPICS)
 
 
-def register(runtime: Runtime) -> None:
-    transactions = runtime.transactions.bound(PROJECTION)
-    server = ModelServer(runtime.settings, runtime.store, transactions)
+@dataclass(frozen=True)
+class AssistDeps:
+    """What labeler-assist's handlers use: its transactions, the model server, the database."""
 
-    async def apply(events: Sequence[Any]) -> None:
-        """Project the batch's frames and jobs, then pre-annotate each new job, load each model.
+    transactions: Transactions
+    server: ModelServer
+    engine: Engine
 
-        ``events`` are ``UpstreamEvent``s.
-        """
-        views = [e for e in events if isinstance(e, FrameProcessed | JobCreated)]
-        await asyncio.to_thread(remember, views, transactions)
-        for event in events:
-            if isinstance(event, JobCreated):
-                await server.preannotate(
-                    event.data.task_id, event.data.frames, event.data.job_id, cause=event
-                )
-            elif isinstance(event, ModelPublished):
-                await on_model_published(event)
 
-    async def on_model_published(event: ModelPublished) -> None:
-        with Session(runtime.engine) as session:
+subscribers: EventSubscribers[AssistDeps] = EventSubscribers(
+    IDENTITY, produces=(LabelsSubmitted, LabelsThresholdReached, PreannotationReady)
+)
+
+
+@subscribers.handler(FrameProcessed, JobCreated, whole_batch=True)
+async def on_views(events: Sequence[FrameProcessed | JobCreated], deps: AssistDeps) -> None:
+    """Remember the batch's frames and jobs (labeler-assist's view), in one transaction.
+
+    Whole-batch: every frame of the batch is known before any job of it is pre-annotated
+    (pre-annotation reads the frames' validated hashes from this view).
+    """
+    await asyncio.to_thread(remember, list(events), deps.transactions)
+
+
+@subscribers.handler(JobCreated)
+async def on_job_created(events: Sequence[JobCreated], deps: AssistDeps) -> None:
+    """Pre-annotate each new job's frames with the task's current model."""
+    for event in events:
+        data = event.data
+        await deps.server.preannotate(data.task_id, data.frames, data.job_id, cause=event)
+
+
+@subscribers.handler(ModelPublished)
+async def on_model_published(events: Sequence[ModelPublished], deps: AssistDeps) -> None:
+    """Load each published model version and pre-annotate the task's frames with it."""
+    for event in events:
+        with Session(deps.engine) as session:
             task = session.get(Task, event.data.task_id)
             frames = session.exec(
                 select(AssistFrame.name).where(AssistFrame.task_id == event.data.task_id)
             ).all()
         if task is None:
-            return
+            continue
         data = event.data
+        server = deps.server
         await server.load(task.id, data.version, data.onnx_key, list(task.labels), data.onnx_sha256)
         await server.preannotate(task.id, list(frames), cause=event)
 
-    subscribe_batches(
-        runtime,
-        TOPICS,
-        group=CONSUMER_GROUP,
-        model=UpstreamEvent,
-        apply=apply,
-        title="labeler-assist",
-    )
+
+def register(runtime: Runtime) -> None:
+    transactions = runtime.transactions.bound(PROJECTION)
+    server = ModelServer(runtime.settings, runtime.store, transactions)
+    subscribers.subscribe(runtime, AssistDeps(transactions, server, runtime.engine))
 
 
 MAX_BOXES_PER_REQUEST = 4000

@@ -3,15 +3,13 @@ served models and pre-annotations."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+from schemas.envelope import utcnow
 
 
 class AssistJob(SQLModel, table=True):
@@ -48,7 +46,7 @@ class Annotation(SQLModel, table=True):
     job_id: str = Field(max_length=80)
     boxes: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     submitted_by: str = Field(max_length=128)
-    updated_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class LabelCounter(SQLModel, table=True):
@@ -74,7 +72,7 @@ class ServedModel(SQLModel, table=True):
     )
     labels: list[str] = Field(sa_column=Column(JSON, nullable=False))
     backend: str = Field(max_length=16, description="triton or onnxruntime")
-    loaded_at: datetime = Field(default_factory=_now)
+    loaded_at: datetime = Field(default_factory=utcnow)
 
 
 class Preannotation(SQLModel, table=True):
@@ -87,4 +85,4 @@ class Preannotation(SQLModel, table=True):
     model_version: int = Field(primary_key=True)
     boxes: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     backend: str = Field(max_length=16)
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)

@@ -16,7 +16,7 @@ from labeler_assist.models import (
     Preannotation,
 )
 from labelloop.db import insert_rows, rows_in
-from labelloop.projections import Projection
+from labelloop.projections import Projection, task_rows
 from schemas.events import (
     FrameProcessed,
     JobCreated,
@@ -228,6 +228,21 @@ def apply_label_events(
     apply_preannotations_batch(session, [e for e in events if isinstance(e, PreannotationReady)])
 
 
+def audit(session: Session, task_id: str) -> dict[str, list[Any]]:
+    """Who labeled which frame, and which model version pre-annotated which frame on which
+    backend."""
+    return {
+        "annotations": [
+            row.model_dump(mode="json")
+            for row in task_rows(session, Annotation, task_id, col(Annotation.frame))
+        ],
+        "preannotations": [
+            row.model_dump(mode="json")
+            for row in task_rows(session, Preannotation, task_id, col(Preannotation.frame))
+        ],
+    }
+
+
 PROJECTION = Projection(
     tables=("assist_frames", "assist_jobs", "annotations", "label_counters", "preannotations"),
     appliers={
@@ -244,4 +259,5 @@ PROJECTION = Projection(
         LabelsThresholdReached: apply_label_events,
         PreannotationReady: apply_label_events,
     },
+    audit=audit,
 )

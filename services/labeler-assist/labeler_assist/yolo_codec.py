@@ -135,7 +135,8 @@ def _decode_one(pred: np.ndarray, conf: float, iou: float, max_det: int) -> np.n
         rows = rows[np.argsort(-rows[:, 4], kind="stable")[:_MAX_NMS]]
     # Shifting each class's boxes far apart makes one greedy pass class-aware.
     shifted = rows[:, :4] + rows[:, 5:6] * np.float32(_MAX_WH)
-    return rows[_nms(shifted, rows[:, 4], iou, max_det)]
+    kept: np.ndarray = rows[_nms(shifted, rows[:, 4], iou, max_det)]
+    return kept
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""trainer as a deployable unit: its subscriber, its scheduler, and the model routes."""
+"""trainer as a deployable unit: its typed subscribers, its scheduler, and the model routes."""
 
 from __future__ import annotations
 
@@ -10,51 +10,65 @@ from sqlmodel import col, select
 
 from labelloop.api.deps import PrincipalDep, SessionDep
 from labelloop.api.tasks import require_task
-from labelloop.messaging.batches import subscribe_batches
+from labelloop.messaging.outbox import Transactions
+from labelloop.messaging.subscribers import EventSubscribers
 from labelloop.runtime import Runtime
-from schemas.events import FrameProcessed, LabelsSubmitted, LabelsThresholdReached, event_union
-from schemas.topics import Topic
-from trainer.handlers import Scheduler, enqueue, record_frames, record_labels
+from schemas.events import (
+    FrameProcessed,
+    LabelsSubmitted,
+    LabelsThresholdReached,
+    ModelPublished,
+    ModelRejected,
+    TrainingFailed,
+    TrainingPreempted,
+    TrainingStarted,
+)
+from trainer import IDENTITY
+from trainer.handlers import enqueue, record_frames, record_labels
 from trainer.models import ModelVersion, ModelVersionPublic
 from trainer.projections import PROJECTION
+from trainer.scheduler import Scheduler
 
-NAME = "trainer"
-CONSUMER_GROUP = "labelloop-trainer"
-TOPICS = (Topic.LABELS_EVENTS, Topic.INGEST_EVENTS)  # ingest's: each frame's validated hash
-
-__all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
+__all__ = ["IDENTITY", "register", "router", "subscribers"]
 
 router = APIRouter(prefix="/api", tags=["models"])
-LabelsEvent = event_union(*TOPICS)
+subscribers: EventSubscribers[Transactions] = EventSubscribers(
+    IDENTITY,
+    # recorded by the scheduler and by each run's child process (trainer.run)
+    produces=(TrainingStarted, ModelPublished, ModelRejected, TrainingFailed, TrainingPreempted),
+)
+
+
+@subscribers.handler(FrameProcessed, whole_batch=True)
+async def on_frame_processed(events: Sequence[FrameProcessed], transactions: Transactions) -> None:
+    """Keep each validated frame's hash (a run trains only on that), the batch's at once.
+
+    Whole-batch: ``ingest.events`` and ``labels.events`` keep no order between them, so the
+    frames of a batch go in one transaction before its labels, as they always have.
+    """
+    await asyncio.to_thread(record_frames, list(events), transactions)
+
+
+@subscribers.handler(LabelsSubmitted)
+async def on_labels_submitted(
+    events: Sequence[LabelsSubmitted], transactions: Transactions
+) -> None:
+    """Keep the trainer's copy of the labels (the last submission wins), a run at once."""
+    await asyncio.to_thread(record_labels, list(events), transactions)
+
+
+@subscribers.handler(LabelsThresholdReached)
+async def on_threshold_reached(
+    events: Sequence[LabelsThresholdReached], transactions: Transactions
+) -> None:
+    """Queue a training run for each threshold crossing, or merge it into the queued one."""
+    for event in events:
+        await asyncio.to_thread(enqueue, event, transactions)
 
 
 def register(runtime: Runtime) -> None:
     transactions = runtime.transactions.bound(PROJECTION)
-
-    async def apply(events: Sequence[LabelsEvent]) -> None:  # type: ignore[valid-type]
-        """Keep validated frames and submitted labels; queue a run for each threshold crossing."""
-        frames = [event for event in events if isinstance(event, FrameProcessed)]
-        await asyncio.to_thread(record_frames, frames, transactions)
-        labels = [e for e in events if isinstance(e, LabelsSubmitted | LabelsThresholdReached)]
-        run: list[LabelsSubmitted] = []  # consecutive submissions go in one transaction
-        for event in [*labels, None]:
-            if isinstance(event, LabelsSubmitted):
-                run.append(event)
-                continue
-            await asyncio.to_thread(record_labels, run, transactions)
-            run = []
-            if isinstance(event, LabelsThresholdReached):
-                await asyncio.to_thread(enqueue, event, transactions)
-
-    subscribe_batches(
-        runtime,
-        TOPICS,
-        group=CONSUMER_GROUP,
-        model=LabelsEvent,
-        apply=apply,
-        title="trainer",
-    )
-
+    subscribers.subscribe(runtime, transactions)
     runtime.background.append(Scheduler(transactions, runtime.settings).run)
 
 

@@ -3,15 +3,13 @@ validated hash, and model versions with the hashes of their files."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+from schemas.envelope import utcnow
 
 
 class TrainingRequest(SQLModel, table=True):
@@ -23,7 +21,7 @@ class TrainingRequest(SQLModel, table=True):
     task_id: str = Field(index=True, max_length=64)
     priority: int
     status: str = Field(default="queued", index=True, max_length=16)
-    enqueued_at: datetime = Field(default_factory=_now)
+    enqueued_at: datetime = Field(default_factory=utcnow)
     threshold_event_ids: list[str] = Field(sa_column=Column(JSON, nullable=False))
     first_threshold_at: datetime = Field(description="When the oldest merged event was made.")
     attempts: int = 0
@@ -82,7 +80,7 @@ class ModelVersion(ModelVersionBase, table=True):
 
     task_id: str = Field(primary_key=True, max_length=64)
     run_id: str = Field(max_length=64)
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)
     onnx_sha256: str | None = Field(default=None, max_length=64)
     weights_sha256: str | None = Field(
         default=None, max_length=64, description="model.pt as registered; checked before reuse."

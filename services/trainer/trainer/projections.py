@@ -15,7 +15,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from labelloop.db import insert_rows, rows_in
-from labelloop.projections import Projection
+from labelloop.projections import Projection, task_rows
 from schemas.events import (
     FrameProcessed,
     LabelsSubmitted,
@@ -175,6 +175,12 @@ def apply_training_preempted(session: Session, event: TrainingPreempted) -> None
         session.delete(row)
 
 
+def audit(session: Session, task_id: str) -> dict[str, list[Any]]:
+    """Every model version of the task, with its metrics and verdict."""
+    versions = task_rows(session, ModelVersion, task_id, col(ModelVersion.version))
+    return {"models": [row.model_dump(mode="json") for row in versions]}
+
+
 PROJECTION = Projection(
     tables=("training_labels", "training_frames", "model_versions"),
     appliers={
@@ -187,4 +193,5 @@ PROJECTION = Projection(
         TrainingPreempted: apply_training_preempted,
     },
     batch_appliers={FrameProcessed: apply_frames_batch, LabelsSubmitted: apply_labels_batch},
+    audit=audit,
 )

@@ -24,9 +24,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,30 +34,25 @@ from sqlmodel import Session, col, select
 from labelloop import __version__
 from labelloop.config import Settings, get_settings
 from labelloop.db import get_engine, in_chunks
-from labelloop.integrity import NotAsRecorded, read_verified, sha256_of
+from labelloop.integrity import NotAsRecorded, read_verified
 from labelloop.messaging.outbox import Transactions
 from labelloop.storage import ObjectStore
 from labelloop.tasks import Task
-from schemas.events import (
-    ModelMetrics,
-    ModelPublished,
-    ModelPublishedData,
-    ModelRejected,
-    ModelRejectedData,
-    TrainingPreempted,
-    TrainingPreemptedData,
-)
-from trainer.handlers import SOURCE, fail_run, planned_epochs, progress_event, run_links
+from schemas.envelope import utcnow
+from trainer import training
+from trainer.dataset import DatasetInfo, LabeledFrame, write_dataset
 from trainer.models import ModelVersion, TrainingFrame, TrainingLabel, TrainingRequest
 from trainer.projections import PROJECTION
 from trainer.queue import RunStatus
-from trainer.registry import (
-    MAX_ARTIFACT_BYTES,
-    Artifacts,
-    checkpoint_key,
-    fetch_weights,
-    onnx_key,
-    register,
+from trainer.registry import MAX_ARTIFACT_BYTES, Artifacts, fetch_weights, register
+from trainer.run_events import (
+    Verdict,
+    epoch_reporter,
+    fail_run,
+    planned_epochs,
+    record_outcome,
+    requeue_preempted,
+    still_mine,
 )
 
 log = logging.getLogger("trainer.run")
@@ -91,13 +85,6 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() == 1:  # the parent died before the call
         os._exit(1)
-
-
-def _still_mine(request: TrainingRequest | None, attempt: int) -> bool:
-    """Whether this process's attempt still owns the run (a fence against a stale process)."""
-    return (
-        request is not None and request.status == RunStatus.RUNNING and request.attempts == attempt
-    )
 
 
 def main(request_id: str) -> None:
@@ -153,7 +140,7 @@ def main(request_id: str) -> None:
         log.exception("run %s failed", request_id)
         with transactions.unit_of_work() as uow:
             failing = uow.session.get(TrainingRequest, request_id)
-            if _still_mine(failing, attempt):
+            if still_mine(failing, attempt):
                 assert failing is not None
                 fail_run(uow, failing, f"{type(error).__name__}: {error}")
 
@@ -171,125 +158,87 @@ def _run(
     stop_requested: threading.Event,
 ) -> None:
     """Snapshot, train (or resume), evaluate, gate, export, register and announce."""
-    from trainer import training
-
     assert request.version is not None
-    version, device, attempt = request.version, request.device or "cpu", request.attempts
+    device, attempt = request.device or "cpu", request.attempts
     started = time.monotonic()
     max_frame_bytes = settings.ingest_max_frame_bytes
     dataset = _snapshot(store, task, labels, frames, workdir / "data", max_frame_bytes)
+    start = _starting_point(settings, store, request, current, workdir)
+    try:
+        outcome = training.train(
+            dataset,
+            base_weights=start.weights,
+            out_dir=workdir / "train",
+            epochs=start.epochs - start.done_before,
+            imgsz=settings.model_imgsz,
+            seed=SEED,
+            device=device,
+            on_epoch=epoch_reporter(transactions, request, attempt, device, start.done_before),
+            should_stop=stop_requested.is_set,
+        )
+    except training.TrainingStopped as stopped:
+        progress = (start.done_before + stopped.epochs_done, start.epochs)
+        requeue_preempted(transactions, store, request.id, attempt, progress, stopped.checkpoint)
+        return
+    verdict = _judge(settings, dataset, device, outcome.weights, start.incumbent)
+    run = _run_record(settings, request, current, dataset, start, device, started)
+    artifacts = _register(settings, store, request, verdict, run, outcome.weights)
+    record_outcome(transactions, request.id, attempt, verdict, artifacts)
+
+
+@dataclass(frozen=True)
+class StartingPoint:
+    """What a run trains from, and why what it might have started from was refused."""
+
+    incumbent: Path | None
+    """The task's current model's weights (verified): warm-started from, and evaluated against."""
+    weights: Path | None
+    """What training starts from: the run's checkpoint, else the incumbent, else nothing."""
+    epochs: int
+    """Planned for the whole run."""
+    done_before: int
+    """Epochs the checkpoint already holds (0 without one)."""
+    warm_start_refused: str | None = None
+    resume_refused: str | None = None
+
+
+def _starting_point(
+    settings: Settings,
+    store: ObjectStore,
+    request: TrainingRequest,
+    current: ModelVersion | None,
+    workdir: Path,
+) -> StartingPoint:
+    """Warm-start from the current model and, for a preempted run, resume from its last epoch:
+    each only from a file whose bytes hash to what was recorded when it was written."""
     incumbent, warm_start_refused = None, None
     if current is not None:
         try:
             incumbent = fetch_weights(
-                store, task.id, current.version, workdir / "base.pt", sha256=current.weights_sha256
+                store,
+                request.task_id,
+                current.version,
+                workdir / "base.pt",
+                sha256=current.weights_sha256,
             )
         except NotAsRecorded as refused:
             warm_start_refused = f"v{current.version}'s weights refused: {refused}"
             log.error("run %s: %s; training from scratch", request.id, warm_start_refused)
     epochs = planned_epochs(settings, warm_start=incumbent is not None)
-    start_from, done_before = incumbent, 0
-    resume_refused = None
-    if request.checkpoint_key:  # a preempted run resumes from its last epoch
-        try:
-            checkpoint = read_verified(
-                store,
-                request.checkpoint_key,
-                request.checkpoint_sha256,
-                max_bytes=MAX_ARTIFACT_BYTES,
-            )
-        except NotAsRecorded as refused:
-            resume_refused = f"checkpoint refused: {refused}"
-            log.error("run %s: %s; starting over", request.id, resume_refused)
-        else:
-            start_from = workdir / "resume.pt"
-            start_from.write_bytes(checkpoint)
-            done_before = min(request.epochs_done, epochs - 1)
-
-    on_epoch = _progress(transactions, request, attempt, device, done_before)
+    start = StartingPoint(incumbent, incumbent, epochs, 0, warm_start_refused)
+    if not request.checkpoint_key:
+        return start
     try:
-        outcome = training.train(
-            dataset,
-            base_weights=start_from,
-            out_dir=workdir / "train",
-            epochs=epochs - done_before,
-            imgsz=settings.model_imgsz,
-            seed=SEED,
-            device=device,
-            on_epoch=on_epoch,
-            should_stop=stop_requested.is_set,
+        checkpoint = read_verified(
+            store, request.checkpoint_key, request.checkpoint_sha256, max_bytes=MAX_ARTIFACT_BYTES
         )
-    except training.TrainingStopped as stopped:
-        done = done_before + stopped.epochs_done
-        _requeue_preempted(transactions, store, request.id, attempt, done, epochs, stopped)
-        return
-
-    def evaluate(weights: Path) -> Any:  # at the serving confidence, on the val split
-        conf = settings.serve_conf
-        return training.evaluate(
-            weights, dataset, imgsz=settings.model_imgsz, conf=conf, device=device
-        )
-
-    metrics = evaluate(outcome.weights)
-    current_metrics = evaluate(incumbent) if incumbent is not None else None
-    reason = _gate(
-        metrics, current_metrics, settings.trainer_min_recall, settings.trainer_min_precision
-    )
-    run: dict[str, Any] = {
-        "run_id": request.id,
-        "task_id": task.id,
-        "version": version,
-        "hyperparameters": {
-            "epochs": epochs,
-            "imgsz": settings.model_imgsz,
-            "warm_start_from": current.version if current else None,
-            "resumed_after_epoch": done_before or None,
-            "serve_conf": settings.serve_conf,
-            "warm_start_refused": warm_start_refused,
-            "resume_refused": resume_refused,
-        },
-        "seed": SEED,
-        "dataset": asdict(dataset) | {"root": str(dataset.root)},
-        "code_version": _code_version(),
-        "device": device,
-        "duration_s": round(time.monotonic() - started, 1),
-        "finished_at": datetime.now(UTC).isoformat(),
-    }
-    metric_values = _metric_dict(metrics)
-    if reason is None:
-        onnx = training.export_onnx(outcome.weights, imgsz=settings.model_imgsz)
-        artifacts = register(
-            store,
-            task.id,
-            version,
-            metrics=metric_values,
-            run=run,
-            onnx=onnx,
-            weights=outcome.weights,
-        )
-    else:
-        artifacts = register(store, task.id, version, metrics=metric_values, run=run)
-    _finish(transactions, request.id, attempt, metric_values, current_metrics, reason, artifacts)
-
-
-def _progress(
-    transactions: Transactions,
-    request: TrainingRequest,
-    attempt: int,
-    device: str,
-    done_before: int,
-) -> Callable[[int, int], None]:
-    """Announce each finished epoch (``training.started`` with its progress)."""
-
-    def on_epoch(epoch: int, total: int) -> None:
-        with transactions.unit_of_work() as uow:
-            uow.record(
-                progress_event(
-                    request, attempt, device, epoch=done_before + epoch, epochs=done_before + total
-                )
-            )
-
-    return on_epoch
+    except NotAsRecorded as refused:
+        resume_refused = f"checkpoint refused: {refused}"
+        log.error("run %s: %s; starting over", request.id, resume_refused)
+        return replace(start, resume_refused=resume_refused)
+    resume_from = workdir / "resume.pt"
+    resume_from.write_bytes(checkpoint)
+    return replace(start, weights=resume_from, done_before=min(request.epochs_done, epochs - 1))
 
 
 def _snapshot(
@@ -299,15 +248,13 @@ def _snapshot(
     frames: dict[str, TrainingFrame],
     folder: Path,
     max_frame_bytes: int,
-) -> Any:
+) -> DatasetInfo:
     """The task's labeled frames and labels (the trainer's copies) in YOLO format.
 
     A frame trains only as ingest validated it: its object is read no further than the size
     limit and must hash to the sha256 of its ``frame.processed``; one replaced since is left
     out, logged, and listed with its reason in the dataset's ``skipped`` (run.json).
     """
-    from trainer import training
-
     items, skipped = [], []
     for row in labels:
         frame = frames.get(row.frame)
@@ -322,7 +269,7 @@ def _snapshot(
             skipped.append((row.frame, refused.reason))
             continue
         items.append(
-            training.LabeledFrame(
+            LabeledFrame(
                 name=row.frame,
                 image=image,
                 width=frame.width,
@@ -330,58 +277,42 @@ def _snapshot(
                 boxes=[(b["label"], b["x"], b["y"], b["w"], b["h"]) for b in row.boxes],
             )
         )
-    return training.write_dataset(folder, items, list(task.labels), seed=SEED, skipped=skipped)
+    return write_dataset(folder, items, list(task.labels), seed=SEED, skipped=skipped)
 
 
-def _requeue_preempted(
-    transactions: Transactions,
-    store: ObjectStore,
-    request_id: str,
-    attempt: int,
-    epochs_done: int,
-    epochs: int,
-    stopped: Any,
-) -> None:
-    """Keep the checkpoint, put the run back in the queue to resume from it, and say so."""
-    with transactions.unit_of_work() as uow:
-        request = uow.session.get(TrainingRequest, request_id)
-        if not _still_mine(request, attempt):
-            return
-        assert request is not None and request.version is not None
-        key = checkpoint_key(request.task_id, request.id)
-        checkpoint = stopped.checkpoint.read_bytes()
-        store.put_bytes(key, checkpoint)
-        preempted = TrainingPreempted.create(
-            TrainingPreemptedData(
-                task_id=request.task_id,
-                run_id=request.id,
-                version=request.version,
-                epochs_done=epochs_done,
-                epochs=epochs,
-                checkpoint_key=key,
-                checkpoint_sha256=sha256_of(checkpoint),
-                preempted_by=request.preempted_by or "",
-            ),
-            source=SOURCE,
-            key=(request.id, attempt, "preempted"),
-            taskid=request.task_id,
-            **run_links(request),
+def _judge(
+    settings: Settings,
+    dataset: DatasetInfo,
+    device: str,
+    weights: Path,
+    incumbent: Path | None,
+) -> Verdict:
+    """Evaluate the new weights, and the incumbent's, at the serving confidence on the val
+    split; gate the new version on them."""
+
+    def evaluate(path: Path) -> training.Metrics:
+        return training.evaluate(
+            path, dataset, imgsz=settings.model_imgsz, conf=settings.serve_conf, device=device
         )
-        uow.record(preempted)
-        request.status, request.owner, request.version = RunStatus.QUEUED, None, None
-        request.checkpoint_key, request.epochs_done = key, epochs_done
-        request.checkpoint_sha256 = preempted.data.checkpoint_sha256
-        request.preemptions += 1
-        request.preempted_by = None
-        uow.session.add(request)
-    log.info("run %s preempted after %d of %d epochs; requeued", request_id, epochs_done, epochs)
+
+    metrics = evaluate(weights)
+    current = evaluate(incumbent) if incumbent is not None else None
+    reason = _gate(metrics, current, settings.trainer_min_recall, settings.trainer_min_precision)
+    return Verdict(
+        _metric_dict(metrics), _metric_dict(current) if current is not None else None, reason
+    )
 
 
-def _metric_dict(metrics: Any) -> dict[str, float]:
+def _metric_dict(metrics: training.Metrics) -> dict[str, float]:
     return {key: round(float(value), 4) for key, value in asdict(metrics).items()}
 
 
-def _gate(metrics: Any, current: Any, min_recall: float, min_precision: float) -> str | None:
+def _gate(
+    metrics: training.Metrics,
+    current: training.Metrics | None,
+    min_recall: float,
+    min_precision: float,
+) -> str | None:
     """None when the version may be published, else why not."""
     if metrics.recall < min_recall or metrics.precision < min_precision:
         return (
@@ -393,61 +324,55 @@ def _gate(metrics: Any, current: Any, min_recall: float, min_precision: float) -
     return None
 
 
-def _finish(
-    transactions: Transactions,
-    request_id: str,
-    attempt: int,
-    metrics: dict[str, float],
-    current_metrics: Any,
-    reason: str | None,
-    artifacts: Artifacts,
-) -> None:
-    with transactions.unit_of_work() as uow:
-        session = uow.session
-        request = session.get(TrainingRequest, request_id)
-        if not _still_mine(request, attempt):
-            log.warning("run %s: attempt %d no longer owns it; result dropped", request_id, attempt)
-            return
-        assert request is not None and request.version is not None
-        model_metrics = ModelMetrics(**metrics)
-        if reason is None:
-            published = ModelPublished.create(
-                ModelPublishedData(
-                    task_id=request.task_id,
-                    run_id=request.id,
-                    version=request.version,
-                    metrics=model_metrics,
-                    onnx_key=onnx_key(request.task_id, request.version),
-                    onnx_sha256=artifacts.onnx_sha256,
-                    weights_sha256=artifacts.weights_sha256,
-                ),
-                source=SOURCE,
-                key=(request.task_id, request.version),
-                taskid=request.task_id,
-                **run_links(request),
-            )
-            uow.record(published)
-        else:
-            rejected = ModelRejected.create(
-                ModelRejectedData(
-                    task_id=request.task_id,
-                    run_id=request.id,
-                    version=request.version,
-                    metrics=model_metrics,
-                    current_metrics=ModelMetrics(**_metric_dict(current_metrics))
-                    if current_metrics is not None
-                    else None,
-                    reason=reason,
-                ),
-                source=SOURCE,
-                key=(request.task_id, request.version),
-                taskid=request.task_id,
-                **run_links(request),
-            )
-            uow.record(rejected)
-        request.status, request.finished_at = RunStatus.DONE, datetime.now(UTC)
-        request.checkpoint_key, request.checkpoint_sha256 = None, None
-        session.add(request)
+def _run_record(
+    settings: Settings,
+    request: TrainingRequest,
+    current: ModelVersion | None,
+    dataset: DatasetInfo,
+    start: StartingPoint,
+    device: str,
+    started: float,
+) -> dict[str, Any]:
+    """run.json: how the version was made (hyperparameters, seed, dataset, code, device)."""
+    return {
+        "run_id": request.id,
+        "task_id": request.task_id,
+        "version": request.version,
+        "hyperparameters": {
+            "epochs": start.epochs,
+            "imgsz": settings.model_imgsz,
+            "warm_start_from": current.version if current else None,
+            "resumed_after_epoch": start.done_before or None,
+            "serve_conf": settings.serve_conf,
+            "warm_start_refused": start.warm_start_refused,
+            "resume_refused": start.resume_refused,
+        },
+        "seed": SEED,
+        "dataset": asdict(dataset) | {"root": str(dataset.root)},
+        "code_version": _code_version(),
+        "device": device,
+        "duration_s": round(time.monotonic() - started, 1),
+        "finished_at": utcnow().isoformat(),
+    }
+
+
+def _register(
+    settings: Settings,
+    store: ObjectStore,
+    request: TrainingRequest,
+    verdict: Verdict,
+    run: dict[str, Any],
+    weights: Path,
+) -> Artifacts:
+    """Register the version: with its ONNX export and weights only if it is published."""
+    assert request.version is not None
+    task_id, version = request.task_id, request.version
+    if verdict.reason is not None:
+        return register(store, task_id, version, metrics=verdict.metrics, run=run)
+    onnx = training.export_onnx(weights, imgsz=settings.model_imgsz)
+    return register(
+        store, task_id, version, metrics=verdict.metrics, run=run, onnx=onnx, weights=weights
+    )
 
 
 if __name__ == "__main__":

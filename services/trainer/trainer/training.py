@@ -1,4 +1,6 @@
-"""Dataset writing, training, evaluation and ONNX export of the detector, free of service I/O.
+"""Training, evaluation and ONNX export of the detector with Ultralytics, free of service I/O.
+
+The dataset it trains on is written by :mod:`trainer.dataset`.
 
 Ultralytics and torch are imported inside the functions: importing this module stays cheap, so
 light code (schemas, tests of the service's wiring) may import it without pulling torch in.
@@ -7,16 +9,13 @@ Every function runs offline: nothing here may reach a model hub or an asset serv
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import os
-import re
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,52 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from labelloop.images import DecodedFrame, UnusableImage, decode_frame
+from trainer.dataset import IMAGE_SUFFIXES, DatasetInfo
 
 if TYPE_CHECKING:
-    from ultralytics import YOLO
+    from ultralytics.models import YOLO
 
-BoxTuple = tuple[str, float, float, float, float]
-"""``(label, x, y, w, h)`` in pixels, ``x``/``y`` the top-left corner (the API's shape)."""
 Xyxy = tuple[float, ...]
 
 FIRST_MODEL = "yolov8n.yaml"
 """Built from its YAML (random weights): a hub checkpoint would need a download."""
-DATASET_SUFFIX = ".png"
-"""A frame is written as 8-bit RGB PNG in its displayed orientation (labelloop.images), so
-Ultralytics never sees the original format or its EXIF: what trains is what serving decodes.
-An 8-bit RGB JPEG or PNG without rotation or transparency is already that and keeps its bytes
-(:data:`STORED_SUFFIXES`)."""
-STORED_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png"}
-IMAGE_SUFFIXES = frozenset({DATASET_SUFFIX, *STORED_SUFFIXES.values()})
 MATCH_IOU = 0.5
-
-
-@dataclass(frozen=True)
-class LabeledFrame:
-    """One labelled image as the trainer receives it."""
-
-    name: str
-    image: bytes
-    """The frame's bytes as ingest validated them (any format ingest accepts)."""
-    width: int
-    height: int
-    """The displayed size ingest recorded, which the boxes are in."""
-    boxes: Sequence[BoxTuple]
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """A YOLO dataset on disk; ``dataset_hash`` identifies its content in run.json."""
-
-    root: Path
-    data_yaml: Path
-    labels: tuple[str, ...]
-    train_count: int
-    val_count: int
-    dataset_hash: str
-    skipped: tuple[tuple[str, str], ...] = ()
-    """``(frame, reason)`` of each labeled frame left out, so run.json says what did not train."""
 
 
 class TrainingStopped(Exception):
@@ -101,149 +64,6 @@ class Metrics:
     map50_95: float
     precision: float
     recall: float
-
-
-# --- dataset ---------------------------------------------------------------------------------
-
-
-def write_dataset(
-    root: Path,
-    items: list[LabeledFrame],
-    labels: list[str],
-    *,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    skipped: Sequence[tuple[str, str]] = (),
-) -> DatasetInfo:
-    """Write ``items`` as a YOLO dataset under the empty folder ``root``.
-
-    Each image is decoded as serving decodes it (:func:`labelloop.images.decode_frame`) and
-    written as RGB PNG; a frame that does not decode to the size its boxes were drawn on is
-    left out and listed in ``skipped`` with its reason, after those the caller passes in.
-    A frame goes to val when a hash of ``seed`` and its name falls under ``val_fraction``: the
-    split of a frame never changes as the task grows, so no val frame leaks into a later train.
-    """
-    if not 0 < val_fraction < 1:
-        raise ValueError("val_fraction must lie strictly between 0 and 1")
-    names = [item.name for item in items]
-    if len(set(names)) != len(names):
-        raise ValueError("frame names must be unique")
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} is not empty; stale files would join the dataset")
-    left_out = list(skipped)
-    staging = root / "decoded"  # one decoded frame in memory at a time, each written once
-    staging.mkdir(parents=True, exist_ok=True)
-    usable = []
-    staged: dict[str, Path] = {}
-    for item in items:
-        decoded = _decode(item)
-        if isinstance(decoded, str):
-            left_out.append((item.name, decoded))
-            continue
-        stem = _file_stem(item.name)
-        if decoded.as_stored:
-            staged[item.name] = staging / (stem + STORED_SUFFIXES[decoded.format])
-            staged[item.name].write_bytes(item.image)
-        else:  # compress_level 1: several times faster than the default, and still lossless
-            staged[item.name] = staging / (stem + DATASET_SUFFIX)
-            decoded.image.save(staged[item.name], compress_level=1)
-        usable.append(item)
-    items = usable
-    if len(items) < 2:
-        why = "; ".join(f"{name}: {reason}" for name, reason in left_out)
-        raise ValueError(
-            "a dataset needs at least 2 frames (one to train on, one to validate)"
-            + (f"; left out: {why}" if why else "")
-        )
-
-    draws = {item.name: _split_draw(item.name, seed) for item in items}
-    val = {name for name, draw in draws.items() if draw < val_fraction}
-    if not val:
-        val = {min(draws, key=draws.__getitem__)}
-    if len(val) == len(items):
-        val.remove(max(draws, key=draws.__getitem__))
-
-    digest = hashlib.sha256(json.dumps(labels).encode())
-    for item in sorted(items, key=lambda frame: frame.name):
-        split = "val" if item.name in val else "train"
-        lines = _yolo_lines(item, labels)
-        stem = _file_stem(item.name)
-        label_text = "".join(line + "\n" for line in lines).encode()
-        for folder in ("images", "labels"):
-            (root / folder / split).mkdir(parents=True, exist_ok=True)
-        staged[item.name].replace(root / "images" / split / staged[item.name].name)
-        (root / "labels" / split / (stem + ".txt")).write_bytes(label_text)
-        record = [item.name, split, hashlib.sha256(item.image).hexdigest(), lines]
-        digest.update(json.dumps(record).encode())
-    shutil.rmtree(staging)
-
-    root = root.resolve()
-    data_yaml = root / "data.yaml"
-    # JSON is YAML: no YAML library needed to write what Ultralytics reads
-    data_yaml.write_text(
-        json.dumps(
-            {
-                "path": str(root),
-                "train": "images/train",
-                "val": "images/val",
-                "names": dict(enumerate(labels)),
-            },
-            indent=2,
-        )
-    )
-    return DatasetInfo(
-        root=root,
-        data_yaml=data_yaml,
-        labels=tuple(labels),
-        train_count=len(items) - len(val),
-        val_count=len(val),
-        dataset_hash=digest.hexdigest(),
-        skipped=tuple(left_out),
-    )
-
-
-def _split_draw(name: str, seed: int) -> float:
-    """A uniform draw in [0, 1) fixed by the seed and the name alone."""
-    value = hashlib.sha256(f"{seed}\0{name}".encode()).digest()
-    return int.from_bytes(value[:8], "big") / 2**64
-
-
-def _file_stem(name: str) -> str:
-    """A safe, readable file name; the hash keeps names that sanitise alike apart."""
-    readable = re.sub(r"[^A-Za-z0-9._-]", "_", name)[-80:]
-    return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
-
-
-def _decode(item: LabeledFrame) -> DecodedFrame | str:
-    """The frame's displayed RGB pixels, or why it cannot train: labels are only right for the
-    size they were drawn on (a frame ingested before EXIF orientation was applied may differ)."""
-    try:
-        decoded = decode_frame(item.image)
-    except UnusableImage as unusable:
-        return f"{unusable.code}: {unusable.reason}"
-    if decoded.image.size != (item.width, item.height):
-        return (
-            f"decodes to {decoded.width}x{decoded.height}, but its labels were drawn on "
-            f"{item.width}x{item.height} (as declared)"
-        )
-    return decoded
-
-
-def _yolo_lines(item: LabeledFrame, labels: list[str]) -> list[str]:
-    """``class cx cy w h`` normalised; boxes are clipped since Ultralytics drops a whole image
-    with a coordinate outside [0, 1]."""
-    lines = []
-    for label, x, y, w, h in item.boxes:
-        if label not in labels:
-            raise ValueError(f"{item.name}: label {label!r} is not in {labels}")
-        x0, y0 = max(x, 0.0), max(y, 0.0)
-        x1, y1 = min(x + w, float(item.width)), min(y + h, float(item.height))
-        if x1 <= x0 or y1 <= y0:
-            continue  # nothing of the box lies inside the image
-        cx, cy = (x0 + x1) / 2 / item.width, (y0 + y1) / 2 / item.height
-        nw, nh = (x1 - x0) / item.width, (y1 - y0) / item.height
-        lines.append(f"{labels.index(label)} {cx:.6f} {cy:.6f} {nw:.6f} {nh:.6f}")
-    return lines
 
 
 # --- Ultralytics, offline --------------------------------------------------------------------
@@ -278,7 +98,7 @@ def import_yolo() -> type[YOLO]:
     """
     original_open = Image.open
     try:
-        from ultralytics import YOLO
+        from ultralytics.models import YOLO
     finally:
         Image.open = original_open
     return YOLO
@@ -337,6 +157,43 @@ def _device_args(device: str) -> dict[str, Any]:
 # --- training --------------------------------------------------------------------------------
 
 
+TRAIN_ARGS: dict[str, Any] = {
+    "deterministic": True,
+    "optimizer": "AdamW",
+    "lr0": 3e-3,
+    "mosaic": 0.0,
+    "warmup_epochs": 0,
+    "plots": False,
+    "name": "train",
+    "exist_ok": True,
+    "verbose": False,
+}
+"""Ultralytics arguments every run shares: the recipe (see :func:`train`), determinism, and
+quiet output without plots in ``<out_dir>/train``."""
+
+
+class _EpochReport:
+    """Ultralytics' ``on_fit_epoch_end`` callback: reports each finished epoch once, then stops
+    the run if asked to (with the checkpoint Ultralytics wrote just before)."""
+
+    def __init__(
+        self,
+        on_epoch: Callable[[int, int], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.on_epoch, self.should_stop = on_epoch, should_stop
+        self.done = 0
+
+    def __call__(self, trainer: Any) -> None:
+        epoch = trainer.epoch + 1
+        if self.done < epoch <= trainer.epochs:  # final_eval reports once more, past the end
+            self.done = epoch
+            if self.on_epoch:
+                self.on_epoch(epoch, trainer.epochs)
+            if self.should_stop and self.should_stop() and epoch < trainer.epochs:
+                raise TrainingStopped(epoch, Path(trainer.last))
+
+
 def train(
     dataset: DatasetInfo,
     *,
@@ -367,19 +224,8 @@ def train(
     out_dir = out_dir.resolve()
     _prepare_ultralytics(config_dir or out_dir / "ultralytics-config")
     model = import_yolo()(str(base_weights) if base_weights else FIRST_MODEL)
-    done = 0
-
-    def report(trainer: Any) -> None:
-        nonlocal done
-        epoch = trainer.epoch + 1
-        if epoch > done and epoch <= trainer.epochs:  # final_eval reports once more, past the end
-            done = epoch
-            if on_epoch:
-                on_epoch(epoch, trainer.epochs)
-            if should_stop and should_stop() and epoch < trainer.epochs:
-                raise TrainingStopped(epoch, Path(trainer.last))
-
-    model.add_callback("on_fit_epoch_end", report)
+    progress = _EpochReport(on_epoch, should_stop)
+    model.add_callback("on_fit_epoch_end", progress)
     start = time.monotonic()
     with _cpu_threads(model, device, cpu_threads):
         model.train(
@@ -389,23 +235,15 @@ def train(
             batch=batch,
             nbs=batch,
             seed=seed,
-            deterministic=True,
-            optimizer="AdamW",
-            lr0=3e-3,
-            mosaic=0.0,
-            warmup_epochs=0,
-            plots=False,
+            **TRAIN_ARGS,
             project=str(out_dir),
-            name="train",
-            exist_ok=True,
-            verbose=False,
             **_device_args(device),
         )
     trainer = model.trainer
     assert trainer is not None  # model.train() sets it
     return TrainOutcome(
         weights=Path(trainer.best),
-        epochs=done,
+        epochs=progress.done,
         duration_s=time.monotonic() - start,
         device=str(trainer.device),
     )
@@ -501,7 +339,7 @@ def _iou(a: Xyxy, b: Xyxy) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-# --- export and devices ----------------------------------------------------------------------
+# --- export ----------------------------------------------------------------------------------
 
 
 def export_onnx(weights: Path, *, imgsz: int) -> Path:
@@ -511,18 +349,3 @@ def export_onnx(weights: Path, *, imgsz: int) -> Path:
         format="onnx", imgsz=imgsz, dynamic=True, simplify=True, device="cpu"
     )
     return Path(exported)
-
-
-def select_device(prefer_gpu: bool = True, min_free_mib: int = 2048) -> str:
-    """``cuda:N`` for the GPU with the most free memory if it has ``min_free_mib``, else cpu."""
-    if not prefer_gpu:
-        return "cpu"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "cpu"
-    free = {index: torch.cuda.mem_get_info(index)[0] for index in range(torch.cuda.device_count())}
-    index = max(free, key=free.__getitem__, default=None)
-    if index is None or free[index] < min_free_mib * 2**20:
-        return "cpu"
-    return f"cuda:{index}"

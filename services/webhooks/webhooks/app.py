@@ -6,22 +6,27 @@ import asyncio
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, status
 from sqlmodel import Session, select
 
 from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep, require_admin
-from labelloop.messaging.batches import subscribe_batches
+from labelloop.messaging.outbox import Transactions
+from labelloop.messaging.subscribers import EventSubscribers
 from labelloop.runtime import Runtime
+from schemas.envelope import CloudEvent
 from schemas.events import (
-    PROJECT_TOPICS,
+    EVENT_TYPES,
     WebhookSubscriptionCreated,
     WebhookSubscriptionCreatedData,
     WebhookSubscriptionDeleted,
     WebhookSubscriptionDeletedData,
-    event_union,
 )
+from webhooks import IDENTITY
+from webhooks.dispatcher import Dispatcher, resolve_host
 from webhooks.domain import (
     UnsafeTarget,
     check_address,
@@ -29,7 +34,7 @@ from webhooks.domain import (
     new_secret,
     parse_allowlist,
 )
-from webhooks.handlers import Dispatcher, delivery_id, fan_out, resolve_host
+from webhooks.handlers import delivery_id, fan_out
 from webhooks.models import (
     Attempt,
     AttemptPublic,
@@ -42,38 +47,45 @@ from webhooks.models import (
 )
 from webhooks.projections import PROJECTION
 
-NAME = "webhooks"
-CONSUMER_GROUP = "labelloop-webhooks"
-TOPICS = PROJECT_TOPICS
 PING_TYPE = "io.labelloop.webhook.ping.v1"
-SOURCE = "/labelloop/webhooks"
 
-__all__ = ["CONSUMER_GROUP", "NAME", "TOPICS", "register", "router"]
+__all__ = ["IDENTITY", "register", "router", "subscribers"]
 
 # Subscriptions carry signing secrets and reach out to URLs: admins only.
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"], dependencies=[Depends(require_admin)])
-AnyEvent = event_union(*PROJECT_TOPICS)
+
+
+@dataclass(frozen=True)
+class FanOutDeps:
+    """What the fan-out uses: the transactions, the dispatcher to wake, the attempt budget."""
+
+    transactions: Transactions
+    dispatcher: Dispatcher
+    max_attempts: int
+
+
+subscribers: EventSubscribers[FanOutDeps] = EventSubscribers(
+    IDENTITY, produces=(WebhookSubscriptionCreated, WebhookSubscriptionDeleted)
+)
+
+
+@subscribers.handler(*EVENT_TYPES.values())
+async def on_event(events: Sequence[CloudEvent[Any]], deps: FanOutDeps) -> None:
+    """Queue a delivery per subscription that wants each event; wake the dispatcher.
+
+    One handler for every type of every topic: a subscription may ask for any, and the batch
+    is fanned out in one transaction.
+    """
+    if await asyncio.to_thread(fan_out, events, deps.transactions, deps.max_attempts):
+        deps.dispatcher.wake()
 
 
 def register(runtime: Runtime) -> None:
-    transactions = runtime.transactions.bound(PROJECTION)
     dispatcher = Dispatcher(runtime.engine, runtime.settings)
-    max_attempts = runtime.settings.webhook_max_attempts
-
-    async def apply(events: Sequence[AnyEvent]) -> None:  # type: ignore[valid-type]
-        """Queue a delivery per subscription that wants each event; wake the dispatcher."""
-        if await asyncio.to_thread(fan_out, events, transactions, max_attempts):
-            dispatcher.wake()
-
-    subscribe_batches(
-        runtime,
-        TOPICS,
-        group=CONSUMER_GROUP,
-        model=AnyEvent,
-        apply=apply,
-        title="webhooks",
+    deps = FanOutDeps(
+        runtime.transactions.bound(PROJECTION), dispatcher, runtime.settings.webhook_max_attempts
     )
-
+    subscribers.subscribe(runtime, deps)
     runtime.background.append(dispatcher.run)
 
 
@@ -106,7 +118,7 @@ def create_subscription(
             task_id=body.task_id,
             created_by=principal.name,
         ),
-        source=SOURCE,
+        source=IDENTITY.source,
         key=(subscription_id,),
         subject=subscription_id,
         taskid=body.task_id,
@@ -141,7 +153,7 @@ def delete_subscription(
     subscription = _require(session, subscription_id)
     deleted = WebhookSubscriptionDeleted.create(
         WebhookSubscriptionDeletedData(subscription_id=subscription.id, deleted_by=principal.name),
-        source=SOURCE,
+        source=IDENTITY.source,
         key=(subscription.id, "deleted"),
         subject=subscription.id,
         taskid=subscription.task_id,
@@ -158,7 +170,7 @@ def ping(subscription_id: str, session: SessionDep, _: PrincipalDep) -> Delivery
     document = {
         "specversion": "1.0",
         "id": event_id,
-        "source": SOURCE,
+        "source": IDENTITY.source,
         "type": PING_TYPE,
         "time": datetime.now(UTC).isoformat(),
         "subject": subscription.id,

@@ -178,7 +178,7 @@ def backoff_s(
 ) -> float:
     """``base * 2^(attempt-1)`` with ±25 % jitter, never sooner than ``Retry-After``."""
     jitter = (rng or random).uniform(0.75, 1.25)
-    delay = min(base_delay_s * 2 ** (attempt - 1) * jitter, MAX_DELAY_S)
+    delay: float = min(base_delay_s * 2 ** (attempt - 1) * jitter, MAX_DELAY_S)
     if retry_after_s is not None:
         delay = max(delay, min(retry_after_s, MAX_DELAY_S))
     return delay

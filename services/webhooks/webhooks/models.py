@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pydantic import field_validator
 from sqlalchemy import JSON, Column, LargeBinary
 from sqlmodel import Field, SQLModel
 
+from schemas.envelope import utcnow
 from schemas.events import EVENT_TYPES, TaskId
 from webhooks.domain import secret_key
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class SubscriptionBase(SQLModel):
@@ -56,7 +53,7 @@ class Subscription(SubscriptionBase, table=True):
     id: str = Field(primary_key=True, max_length=64)
     secret: str = Field(max_length=256)
     created_by: str = Field(max_length=128)
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utcnow)
     active: bool = True
 
 
@@ -84,8 +81,8 @@ class DeliveryBase(SQLModel):
     attempts: int = 0
     last_status_code: int | None = None
     last_error: str | None = Field(default=None, max_length=1000)
-    created_at: datetime = Field(default_factory=_now)
-    next_attempt_at: datetime = Field(default_factory=_now, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
     delivered_at: datetime | None = None
 
 
@@ -105,7 +102,7 @@ class Attempt(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     delivery_id: str = Field(index=True, max_length=64)
     attempt: int
-    at: datetime = Field(default_factory=_now)
+    at: datetime = Field(default_factory=utcnow)
     status_code: int | None = None
     latency_ms: float
     error: str | None = Field(default=None, max_length=1000)

@@ -6,11 +6,13 @@ subscription has an empty secret: a replayed database is for audit, not for send
 
 from __future__ import annotations
 
-from sqlmodel import Session
+from typing import Any
 
-from labelloop.projections import Projection
+from sqlmodel import Session, col, select
+
+from labelloop.projections import Projection, task_rows
 from schemas.events import WebhookSubscriptionCreated, WebhookSubscriptionDeleted
-from webhooks.models import Subscription
+from webhooks.models import Attempt, AttemptPublic, Delivery, DeliveryPublic, Subscription
 
 REPLAYED_SECRET = ""
 """The secret of a subscription rebuilt from events: none (see the module docstring)."""
@@ -42,10 +44,26 @@ def apply_subscription_deleted(session: Session, event: WebhookSubscriptionDelet
         session.add(subscription)
 
 
+def audit(session: Session, task_id: str) -> dict[str, list[Any]]:
+    """Every webhook delivery of the task's events, with its attempts."""
+    deliveries = []
+    for delivery in task_rows(session, Delivery, task_id, col(Delivery.created_at)):
+        attempts = session.exec(
+            select(Attempt).where(Attempt.delivery_id == delivery.id).order_by(col(Attempt.attempt))
+        )
+        public = DeliveryPublic.model_validate(delivery, from_attributes=True)
+        public.attempt_log = [
+            AttemptPublic.model_validate(a, from_attributes=True) for a in attempts
+        ]
+        deliveries.append(public.model_dump(mode="json"))
+    return {"webhook_deliveries": deliveries}
+
+
 PROJECTION = Projection(
     tables=("webhook_subscriptions",),
     appliers={
         WebhookSubscriptionCreated: apply_subscription_created,
         WebhookSubscriptionDeleted: apply_subscription_deleted,
     },
+    audit=audit,
 )

@@ -1,4 +1,4 @@
-"""Which detector serves which task, and pre-annotating frames with it.
+"""Pre-annotation: which detector serves which task, and pre-annotating frames with it.
 
 Each task's current model is loaded into Triton under its own name (``labelloop-<task_id>``),
 so tasks never share a model; when Triton is off or unreachable the same ONNX runs in process
@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from sqlmodel import Session, col, select
 
+from labeler_assist import IDENTITY
 from labeler_assist.models import Annotation, AssistFrame, Preannotation, ServedModel
 from labelloop.config import Settings
 from labelloop.db import in_chunks
@@ -31,7 +32,6 @@ from schemas.envelope import CloudEvent
 from schemas.events import PreannotationReady, PreannotationReadyData, PredictedBox
 
 log = logging.getLogger(__name__)
-SOURCE = "/labelloop/labeler-assist"
 BATCH = 8
 MAX_MODEL_BYTES = 1024 * 1024 * 1024
 """An ONNX file is read no further than this (yolov8x's is ~270 MB)."""
@@ -174,6 +174,29 @@ class ModelServer:
         model = await self.for_task(task_id)
         if model is None:
             return 0
+        todo, known = await asyncio.to_thread(self._todo, task_id, frames, model.version)
+        refused = 0
+        for start in range(0, len(todo), BATCH):
+            read = await asyncio.gather(
+                *(
+                    asyncio.to_thread(self._read_frame, known[name])
+                    for name in todo[start : start + BATCH]
+                )
+            )
+            batch = [n for n, image in zip(todo[start:], read, strict=False) if image is not None]
+            images = [image for image in read if image is not None]
+            refused += len(read) - len(images)
+            if not images:
+                continue
+            model, detections = await self._detect(model, images)
+            await asyncio.to_thread(self._record, model, batch, detections, job_id, cause)
+        return len(todo) - refused
+
+    def _todo(
+        self, task_id: str, frames: list[str], version: int
+    ) -> tuple[list[str], dict[str, AssistFrame]]:
+        """Of ``frames``, in order, those known here that nobody labeled and ``version`` has
+        not pre-annotated yet; and the known frames by name."""
         labeled: set[str] = set()
         done: set[str] = set()
         known: dict[str, AssistFrame] = {}
@@ -190,7 +213,7 @@ class ModelServer:
                     session.exec(
                         select(Preannotation.frame).where(
                             Preannotation.task_id == task_id,
-                            Preannotation.model_version == model.version,
+                            Preannotation.model_version == version,
                             col(Preannotation.frame).in_(chunk),
                         )
                     )
@@ -204,33 +227,25 @@ class ModelServer:
                     )
                 )
         todo = [name for name in frames if name in known and name not in labeled | done]
-        refused = 0
-        for start in range(0, len(todo), BATCH):
-            read = await asyncio.gather(
-                *(
-                    asyncio.to_thread(self._read_frame, known[name])
-                    for name in todo[start : start + BATCH]
-                )
-            )
-            batch = [n for n, image in zip(todo[start:], read, strict=False) if image is not None]
-            images = [image for image in read if image is not None]
-            refused += len(read) - len(images)
-            if not images:
-                continue
-            try:
-                with INFERENCE_LATENCY.labels(model.backend).time():
-                    detections = await model.detector.detect(list(images))
-            except Exception as error:
-                if model.backend != "triton":
-                    raise
-                # Triton restarted (its models are gone) or went away: load the version again,
-                # into Triton if it answers, else in process, and run the batch once more.
-                log.warning("task %s: Triton failed (%s); reloading the model", task_id, error)
-                model = await self.reload(task_id)
-                with INFERENCE_LATENCY.labels(model.backend).time():
-                    detections = await model.detector.detect(list(images))
-            await asyncio.to_thread(self._record, model, batch, detections, job_id, cause)
-        return len(todo) - refused
+        return todo, known
+
+    async def _detect(
+        self, model: LoadedModel, images: list[bytes]
+    ) -> tuple[LoadedModel, list[list[Any]]]:
+        """The model's boxes for ``images``, and the model that found them: when Triton fails,
+        the version is loaded again and the batch runs once more."""
+        try:
+            with INFERENCE_LATENCY.labels(model.backend).time():
+                return model, await model.detector.detect(list(images))
+        except Exception as error:
+            if model.backend != "triton":
+                raise
+            # Triton restarted (its models are gone) or went away: load the version again,
+            # into Triton if it answers, else in process, and run the batch once more.
+            log.warning("task %s: Triton failed (%s); reloading the model", model.task_id, error)
+            model = await self.reload(model.task_id)
+            with INFERENCE_LATENCY.labels(model.backend).time():
+                return model, await model.detector.detect(list(images))
 
     def _read_frame(self, frame: AssistFrame) -> bytes | None:
         """The frame's bytes if they are those ingest validated; None (logged) otherwise."""
@@ -295,7 +310,7 @@ class ModelServer:
                         backend=model.backend,
                         fallback_reason=model.fallback_reason,
                     ),
-                    source=SOURCE,
+                    source=IDENTITY.source,
                     key=(model.task_id, name, model.version),
                     taskid=model.task_id,
                     cause=cause,

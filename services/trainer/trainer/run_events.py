@@ -1,0 +1,242 @@
+"""What a training run announces, built and recorded in one place for the scheduler and the run.
+
+``training.started`` at epoch 0 (by the scheduler, as it claims the run) and after each epoch
+(by the run process), then one outcome: ``training.preempted``, ``model.published``,
+``model.rejected`` or ``training.failed``. Every event of a run carries the same links
+(:func:`run_links`), and each outcome is recorded with the request's new state in one
+transaction, only while the attempt that produced it still owns the run (:func:`still_mine`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypedDict
+
+from labelloop.config import Settings
+from labelloop.integrity import sha256_of
+from labelloop.messaging.outbox import Transactions, UnitOfWork
+from labelloop.storage import ObjectStore
+from schemas.envelope import utcnow
+from schemas.events import (
+    ModelMetrics,
+    ModelPublished,
+    ModelPublishedData,
+    ModelRejected,
+    ModelRejectedData,
+    TrainingFailed,
+    TrainingFailedData,
+    TrainingPreempted,
+    TrainingPreemptedData,
+    TrainingStarted,
+    TrainingStartedData,
+)
+from trainer import IDENTITY
+from trainer.models import TrainingRequest
+from trainer.queue import RunStatus
+from trainer.registry import Artifacts, checkpoint_key, onnx_key
+
+log = logging.getLogger(__name__)
+
+
+class RunLinks(TypedDict):
+    causationid: str | None
+    correlationid: str
+
+
+def run_links(request: TrainingRequest) -> RunLinks:
+    """What links a run's events to their cause: the (last merged) threshold event that queued
+    it, and the run id shared by every event of the run."""
+    threshold = request.threshold_event_ids[-1] if request.threshold_event_ids else None
+    return RunLinks(causationid=threshold, correlationid=request.id)
+
+
+def planned_epochs(settings: Settings, *, warm_start: bool) -> int:
+    """A first model trains from scratch; later ones fine-tune the current one, for fewer."""
+    return settings.trainer_warm_epochs if warm_start else settings.trainer_epochs
+
+
+def still_mine(request: TrainingRequest | None, attempt: int) -> bool:
+    """Whether this process's attempt still owns the run (a fence against a stale process)."""
+    return (
+        request is not None and request.status == RunStatus.RUNNING and request.attempts == attempt
+    )
+
+
+def progress_event(
+    request: TrainingRequest, attempt: int, device: str, *, epoch: int, epochs: int
+) -> TrainingStarted:
+    """``training.started``: at epoch 0 when a run starts, then after each epoch it finishes."""
+    assert request.version is not None
+    return TrainingStarted.create(
+        TrainingStartedData(
+            task_id=request.task_id,
+            run_id=request.id,
+            version=request.version,
+            device=device,
+            epoch=epoch,
+            epochs=epochs,
+        ),
+        source=IDENTITY.source,
+        key=(request.id, attempt, epoch),
+        taskid=request.task_id,
+        **run_links(request),
+    )
+
+
+def epoch_reporter(
+    transactions: Transactions,
+    request: TrainingRequest,
+    attempt: int,
+    device: str,
+    done_before: int,
+) -> Callable[[int, int], None]:
+    """The run's ``on_epoch``: announces each finished epoch (``training.started`` with its
+    progress, counting the epochs a resumed run did before)."""
+
+    def on_epoch(epoch: int, total: int) -> None:
+        with transactions.unit_of_work() as uow:
+            uow.record(
+                progress_event(
+                    request, attempt, device, epoch=done_before + epoch, epochs=done_before + total
+                )
+            )
+
+    return on_epoch
+
+
+def fail_run(uow: UnitOfWork, request: TrainingRequest, error: str) -> None:
+    """Mark a run failed, its version too, and say why."""
+    request.status, request.error, request.finished_at = RunStatus.FAILED, error[:2000], utcnow()
+    uow.session.add(request)
+    failed = TrainingFailed.create(
+        TrainingFailedData(
+            task_id=request.task_id,
+            run_id=request.id,
+            version=request.version or 1,
+            error=error[:2000],
+        ),
+        source=IDENTITY.source,
+        key=(request.id, request.attempts),
+        taskid=request.task_id,
+        **run_links(request),
+    )
+    uow.record(failed)
+
+
+def requeue_preempted(
+    transactions: Transactions,
+    store: ObjectStore,
+    request_id: str,
+    attempt: int,
+    progress: tuple[int, int],
+    checkpoint: Path,
+) -> None:
+    """Keep the checkpoint, put the run back in the queue to resume from it, and say so.
+
+    ``progress`` is ``(epochs done, epochs planned)``. Nothing is kept once the attempt no
+    longer owns the run.
+    """
+    epochs_done, epochs = progress
+    with transactions.unit_of_work() as uow:
+        request = uow.session.get(TrainingRequest, request_id)
+        if not still_mine(request, attempt):
+            return
+        assert request is not None and request.version is not None
+        key = checkpoint_key(request.task_id, request.id)
+        data = checkpoint.read_bytes()
+        store.put_bytes(key, data)
+        preempted = TrainingPreempted.create(
+            TrainingPreemptedData(
+                task_id=request.task_id,
+                run_id=request.id,
+                version=request.version,
+                epochs_done=epochs_done,
+                epochs=epochs,
+                checkpoint_key=key,
+                checkpoint_sha256=sha256_of(data),
+                preempted_by=request.preempted_by or "",
+            ),
+            source=IDENTITY.source,
+            key=(request.id, attempt, "preempted"),
+            taskid=request.task_id,
+            **run_links(request),
+        )
+        uow.record(preempted)
+        request.status, request.owner, request.version = RunStatus.QUEUED, None, None
+        request.checkpoint_key, request.epochs_done = key, epochs_done
+        request.checkpoint_sha256 = preempted.data.checkpoint_sha256
+        request.preemptions += 1
+        request.preempted_by = None
+        uow.session.add(request)
+    log.info("run %s preempted after %d of %d epochs; requeued", request_id, epochs_done, epochs)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A trained version's metrics, the current model's (if any), and why it is not published
+    (None: it is)."""
+
+    metrics: dict[str, float]
+    current_metrics: dict[str, float] | None
+    reason: str | None
+
+
+def record_outcome(
+    transactions: Transactions,
+    request_id: str,
+    attempt: int,
+    verdict: Verdict,
+    artifacts: Artifacts,
+) -> None:
+    """``model.published`` or ``model.rejected``, with the run marked done, in one transaction."""
+    with transactions.unit_of_work() as uow:
+        request = uow.session.get(TrainingRequest, request_id)
+        if not still_mine(request, attempt):
+            log.warning("run %s: attempt %d no longer owns it; result dropped", request_id, attempt)
+            return
+        assert request is not None
+        uow.record(_outcome_event(request, verdict, artifacts))
+        request.status, request.finished_at = RunStatus.DONE, utcnow()
+        request.checkpoint_key, request.checkpoint_sha256 = None, None
+        uow.session.add(request)
+
+
+def _outcome_event(
+    request: TrainingRequest, verdict: Verdict, artifacts: Artifacts
+) -> ModelPublished | ModelRejected:
+    assert request.version is not None
+    metrics = ModelMetrics(**verdict.metrics)
+    if verdict.reason is None:
+        return ModelPublished.create(
+            ModelPublishedData(
+                task_id=request.task_id,
+                run_id=request.id,
+                version=request.version,
+                metrics=metrics,
+                onnx_key=onnx_key(request.task_id, request.version),
+                onnx_sha256=artifacts.onnx_sha256,
+                weights_sha256=artifacts.weights_sha256,
+            ),
+            source=IDENTITY.source,
+            key=(request.task_id, request.version),
+            taskid=request.task_id,
+            **run_links(request),
+        )
+    current = verdict.current_metrics
+    return ModelRejected.create(
+        ModelRejectedData(
+            task_id=request.task_id,
+            run_id=request.id,
+            version=request.version,
+            metrics=metrics,
+            current_metrics=ModelMetrics(**current) if current is not None else None,
+            reason=verdict.reason,
+        ),
+        source=IDENTITY.source,
+        key=(request.task_id, request.version),
+        taskid=request.task_id,
+        **run_links(request),
+    )
