@@ -29,23 +29,11 @@ class UnknownTask(LookupError):
     pass
 
 
-SECTIONS = (
-    "task",
-    "jobs",
-    "frames",
-    "annotations",
-    "preannotations",
-    "models",
-    "webhook_deliveries",
-    "unpublished",
-    "events",
-)
-"""The document's keys, in order (each service's :attr:`Projection.audit` fills its own)."""
-
-
 def task_audit(engine: Engine, task_id: str, projections: Sequence[Projection]) -> dict[str, Any]:
-    """The :data:`SECTIONS` for one task (the shape the README's Audit section describes), from
-    ``projections`` (the registry's: :func:`labelloop.composition.projections`)."""
+    """One task's document (the shape the README's Audit section describes): ``task``, then
+    the sections each of ``projections`` declares (:attr:`Projection.audit`), in their order
+    (the registry's: :func:`labelloop.composition.projections`), then ``unpublished`` and
+    ``events``."""
     with Session(engine) as session:
         task = session.get(Task, task_id)
         if task is None:
@@ -56,7 +44,7 @@ def task_audit(engine: Engine, task_id: str, projections: Sequence[Projection]) 
                 found.update(projection.audit(session, task_id))
         found["unpublished"] = set_aside_events(engine, task_id)
         found["events"] = _events(session, task_id)
-    return {name: found.get(name, []) for name in SECTIONS} | found
+    return found
 
 
 def _events(session: Session, task_id: str) -> list[dict[str, Any]]:

@@ -13,11 +13,13 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, Session, SQLModel, select
+
+from schemas.envelope import utcnow
 
 TOKEN_PREFIX = "llt_"  # noqa: S105 - a marker, not a secret
 
@@ -38,7 +40,7 @@ class ApiToken(SQLModel, table=True):
         default=None, sa_column=Column(JSON), description="Tasks it may see; null: every task."
     )
     digest: str = Field(unique=True, max_length=64, description="SHA-256 of the token.")
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    created_at: datetime = Field(default_factory=utcnow)
     revoked: bool = False
 
 

@@ -88,13 +88,6 @@ def projections() -> list[Projection]:
     return [candidate.load_projection() for candidate in SERVICES]
 
 
-def projected_tables() -> tuple[str, ...]:
-    """Every table a replay rebuilds, the event log first."""
-    from labelloop.replay import projected_tables as tables_of
-
-    return tables_of(projections())
-
-
 def model_modules() -> list[str]:
     """The services' modules that declare tables (the migrations add the core's)."""
     return [candidate.models for candidate in SERVICES if candidate.models is not None]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -132,3 +134,30 @@ def insert_rows(session: Session, model: type[SQLModel], rows: list[dict[str, An
     session.flush()
     # executemany: SQLAlchemy pages it into multi-row INSERTs within the driver's limits
     session.execute(insert(model.__table__), rows)  # type: ignore[attr-defined]
+
+
+def sqlite_lock_path(engine: Engine, name: str) -> str | None:
+    """The lock file ``<database>.<name>-lock`` beside a SQLite database file, whose processes
+    share one machine; None for other databases and in-memory ones (nothing to share)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return f"{os.path.abspath(database)}.{name}-lock"
+
+
+@contextmanager
+def file_lock(path: str, *, wait: bool = True) -> Iterator[bool]:
+    """Hold ``path``'s advisory lock for the block. ``wait=False``: yields False at once when
+    another process holds it (the block then runs without it)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -44,6 +44,8 @@ class Projection:
     batch_appliers: Mapping[type[CloudEvent[Any]], BatchProjector] = field(default_factory=dict)
     audit: Auditor | None = None
     """What an auditor sees of one task in this service's tables (None: nothing)."""
+    unreplayed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Columns of its tables that no event carries (a secret): a replay leaves them empty."""
 
     def apply(self, session: Session, event: CloudEvent[Any]) -> None:
         """Apply one event with its type's function; an event of another type changes nothing."""

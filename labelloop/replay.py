@@ -34,7 +34,7 @@ from labelloop.config import Settings
 from labelloop.db import get_engine
 from labelloop.messaging.security import kafka_client_options
 from labelloop.projections import Projection
-from labelloop.timeline import append_event, append_new_events
+from labelloop.timeline import append_new_events
 from schemas.envelope import CloudEvent
 from schemas.events import PROJECT_TOPICS, event_union
 from schemas.topics import Topic
@@ -43,12 +43,16 @@ log = logging.getLogger(__name__)
 
 EVENT_LOG_TABLE = "event_log"
 
-UNREPLAYED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "event_log": ("seq",),
-    "webhook_subscriptions": ("secret",),
-}
-"""Columns a replay does not reproduce: the log's arrival order (a replay reads topics one
-after the other), and webhook secrets, which never leave the live database."""
+
+def unreplayed_columns(projections: Iterable[Projection]) -> dict[str, tuple[str, ...]]:
+    """Columns a replay does not reproduce, by table: the log's arrival order (a replay reads
+    topics one after the other), and what each projection keeps out of its events
+    (:attr:`Projection.unreplayed`)."""
+    found: dict[str, tuple[str, ...]] = {EVENT_LOG_TABLE: ("seq",)}
+    for projection in projections:
+        found.update(projection.unreplayed)
+    return found
+
 
 BATCH = 1000
 
@@ -87,14 +91,6 @@ class EventApplier:
         for projection in self._projections:
             projection.apply_run(session, new)
         return {event.id for event in new}
-
-    def apply(self, session: Session, event: CloudEvent[Any]) -> bool:
-        """False when the event was applied before (it is in the event log)."""
-        if not append_event(session, event):
-            return False
-        for projection in self._projections:
-            projection.apply(session, event)
-        return True
 
 
 @dataclass

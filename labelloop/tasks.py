@@ -7,14 +7,16 @@ replay can rebuild this table from Kafka alone.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import StringConstraints, field_validator, model_validator
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, Session, SQLModel
 
+from labelloop.api import IDENTITY
 from labelloop.projections import Projection
+from schemas.envelope import utcnow
 from schemas.events import MAX_FRAMES_PER_EVENT, TaskCreated, TaskCreatedData
 
 PrintableText = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$")]
@@ -69,7 +71,7 @@ class Task(TaskBase, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     created_by: str = Field(max_length=128)
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC), index=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
     """Indexed: ingest's reconciler looks at the tasks of its horizon every tick."""
 
 
@@ -105,7 +107,7 @@ def task_created_event(task: Task) -> TaskCreated:
             priority=task.priority,
             created_by=task.created_by,
         ),
-        source="/labelloop/api",
+        source=IDENTITY.source,
         key=(task.id,),
         taskid=task.id,
     )

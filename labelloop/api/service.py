@@ -9,15 +9,13 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy.engine import Engine
 
-from labelloop.api import tasks, tokens
-from labelloop.identity import ServiceIdentity
+from labelloop.api import IDENTITY, tasks, tokens
 from labelloop.messaging.subscribers import EventSubscribers
 from labelloop.runtime import Runtime
 from labelloop.timeline import record_events
 from schemas.envelope import CloudEvent
 from schemas.events import EVENT_TYPES, TaskCreated
 
-IDENTITY = ServiceIdentity("api", group="labelloop-timeline")
 """The api's timeline consumer keeps the group it had before identities (a new one would read
 every topic from the start again)."""
 

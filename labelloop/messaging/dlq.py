@@ -8,7 +8,6 @@ import asyncio
 import logging
 import traceback
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -18,6 +17,7 @@ from faststream.message import StreamMessage
 
 from labelloop.messaging.errors import is_poison, is_transient
 from labelloop.metrics import DEAD_LETTERS
+from schemas.envelope import utcnow
 from schemas.topics import dlq_topic
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def dlq_headers(
             "dlq-original-partition": str(record.partition),
             "dlq-original-offset": str(record.offset),
             "dlq-attempts": str(attempts),
-            "dlq-failed-at": datetime.now(UTC).isoformat(),
+            "dlq-failed-at": utcnow().isoformat(),
         }
     )
     return headers

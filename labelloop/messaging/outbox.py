@@ -137,12 +137,9 @@ class UnitOfWork:
         self._keep(rows, new)
         return new
 
-    def apply(self, event: CloudEvent[Any]) -> None:
-        """Apply a consumed event to the bound projection (nothing is recorded)."""
-        self._projection().apply(self.session, event)
-
     def apply_all(self, events: Sequence[CloudEvent[Any]]) -> None:
-        """:meth:`apply` for each of ``events`` in order, by runs, as :meth:`record_all` does."""
+        """Apply consumed events to the bound projection (nothing is recorded), in order, each
+        run of one batch function in one call, as :meth:`record_all` does."""
         self._projection().apply_run(self.session, events)
 
     def _projection(self) -> Projection:
@@ -287,6 +284,26 @@ class Transactions:
             self.max_event_bytes,
             projection=projection,
         )
+
+    def project(
+        self, consumer: str, events: Sequence[CloudEvent[Any]], *, autoflush: bool = True
+    ) -> None:
+        """Apply consumed events to the bound projection and mark them handled, a batch in one
+        transaction, each event once (those handled before are skipped): the whole handler of
+        a service's view of other services' events.
+
+        ``autoflush=False`` for a projection whose batch functions keep the rows they add and
+        so need no flush before each lookup (labeler-assist's views, for speed).
+        """
+        if not events:
+            return
+        with self.unit_of_work(consumer, [event.id for event in events]) as uow:
+            fresh = {event.id: event for event in events if event.id not in uow.done}
+            if autoflush:
+                uow.apply_all(list(fresh.values()))
+            else:
+                with uow.session.no_autoflush:
+                    uow.apply_all(list(fresh.values()))
 
     @contextmanager
     def unit_of_work(

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
-import os
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import errors as kafka_errors
@@ -26,6 +23,7 @@ from sqlalchemy import func, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from labelloop.db import file_lock, sqlite_lock_path
 from labelloop.messaging.outbox import OutboxMessage
 from labelloop.metrics import OUTBOX_SET_ASIDE
 
@@ -89,7 +87,7 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._suspects: set[int] = set()
-        self._file_lock = _sqlite_lock_path(engine)
+        self._file_lock = sqlite_lock_path(engine, "relay")
         self.published = 0
         self.set_aside = 0
 
@@ -131,8 +129,10 @@ class OutboxRelay:
         Raises :class:`RelayBusy` when another relay holds the relay lock.
         """
         with contextlib.ExitStack() as held, Session(self.engine) as session:
-            if self._file_lock is not None:
-                held.enter_context(_exclusive_file(self._file_lock))
+            if self._file_lock is not None and not held.enter_context(
+                file_lock(self._file_lock, wait=False)
+            ):
+                raise RelayBusy
             query = (
                 select(OutboxMessage)
                 .where(OutboxMessage.published_at.is_(None))  # type: ignore[union-attr]
@@ -236,30 +236,6 @@ def _mark_done(session: Session, sent: list[int], aside: dict[int, str]) -> None
             error,
         )
     session.commit()
-
-
-def _sqlite_lock_path(engine: Engine) -> str | None:
-    """The relay lock beside a SQLite database file (its processes share one machine)."""
-    if engine.dialect.name != "sqlite":
-        return None
-    database = engine.url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return f"{os.path.abspath(database)}.relay-lock"
-
-
-@contextmanager
-def _exclusive_file(path: str) -> Iterator[None]:
-    """Hold ``path``'s advisory lock for the block, or raise :class:`RelayBusy` at once."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RelayBusy from None
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def set_aside_events(engine: Engine, task_id: str | None = None) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ and ``register(runtime)`` subscribes them with the service's dependencies:
 (each type's topic is its contract's, :func:`schemas.topics.topic_carrying`), the consumer group
 from the service's :class:`~labelloop.identity.ServiceIdentity`.
 
-One batch consumer per service, as before (:mod:`labelloop.messaging.batches`: per-message
+One batch consumer per service (:mod:`labelloop.messaging.batches`: per-message
 idempotency, a poison message isolated by splitting, transient failures retried, offsets
 committed after): each record is validated against every type of its topic (a bad one is
 dead-lettered by every group that reads the topic), then dispatched by its class (the one its
@@ -50,9 +50,11 @@ from schemas.topics import Topic, messages_on, topic_carrying
 
 DepsT = TypeVar("DepsT")
 M = TypeVar("M")
-A = TypeVar("A")
-B = TypeVar("B")
-C = TypeVar("C")
+"""The messages a handler function takes."""
+# The first, second and third message type a handler is declared for (its argument's union).
+FirstT = TypeVar("FirstT")
+SecondT = TypeVar("SecondT")
+ThirdT = TypeVar("ThirdT")
 
 HandlerFn = Callable[[Sequence[M], DepsT], Awaitable[None]]
 """``handler(messages, deps)``: the messages of one run (or batch), and the service's deps."""
@@ -107,18 +109,26 @@ class EventSubscribers(Generic[DepsT]):
 
     @overload
     def handler(
-        self, first: type[A], /, *, whole_batch: bool = False
-    ) -> Callable[[HandlerFn[A, DepsT]], HandlerFn[A, DepsT]]: ...
+        self, first: type[FirstT], /, *, whole_batch: bool = False
+    ) -> Callable[[HandlerFn[FirstT, DepsT]], HandlerFn[FirstT, DepsT]]: ...
 
     @overload
     def handler(
-        self, first: type[A], second: type[B], /, *, whole_batch: bool = False
-    ) -> Callable[[HandlerFn[A | B, DepsT]], HandlerFn[A | B, DepsT]]: ...
+        self, first: type[FirstT], second: type[SecondT], /, *, whole_batch: bool = False
+    ) -> Callable[[HandlerFn[FirstT | SecondT, DepsT]], HandlerFn[FirstT | SecondT, DepsT]]: ...
 
     @overload
     def handler(
-        self, first: type[A], second: type[B], third: type[C], /, *, whole_batch: bool = False
-    ) -> Callable[[HandlerFn[A | B | C, DepsT]], HandlerFn[A | B | C, DepsT]]: ...
+        self,
+        first: type[FirstT],
+        second: type[SecondT],
+        third: type[ThirdT],
+        /,
+        *,
+        whole_batch: bool = False,
+    ) -> Callable[
+        [HandlerFn[FirstT | SecondT | ThirdT, DepsT]], HandlerFn[FirstT | SecondT | ThirdT, DepsT]
+    ]: ...
 
     @overload
     def handler(

@@ -9,10 +9,8 @@ the database it opens (:func:`prepare`), a database of an older local labelloop 
 
 from __future__ import annotations
 
-import fcntl
 import importlib
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,8 +21,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Engine, MetaData, create_engine, inspect, text
 from sqlmodel import SQLModel
+
+from labelloop.db import file_lock, sqlite_lock_path
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,23 @@ def prepare(engine: Engine) -> str | None:
             found = _revision_of_schema(engine)
             log.warning("database without a revision holds revision %s's schema", found)
             command.stamp(alembic_config(_url(engine)), found)
-        if found != head():
+        if found is not None and not _known(found):
+            # a newer labelloop migrated it (a rollback, or an old pod restarting during a
+            # rolling upgrade): its schema is ahead of these models, never downgraded here
+            log.warning("database at revision %s, unknown to this labelloop: left as it is", found)
+        elif found != head():
             upgrade(_url(engine))
         return found
+
+
+def _known(revision: str) -> bool:
+    try:
+        return (
+            ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision(revision)
+            is not None
+        )
+    except CommandError:
+        return False
 
 
 def _url(engine: Engine) -> str:
@@ -221,13 +236,9 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
                 connection.commit()
         return
-    database = engine.url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
+    path = sqlite_lock_path(engine, "migrate")
+    if path is None:
         yield
         return
-    fd = os.open(f"{os.path.abspath(database)}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with file_lock(path):
         yield
-    finally:
-        os.close(fd)  # closing releases the lock

@@ -166,3 +166,14 @@ def test_start_up_stamps_a_database_holding_some_tables_at_head(tmp_path: Path) 
     some.create_all(get_engine(f"sqlite:///{database}"))
     assert prepare(get_engine(f"sqlite:///{database}")) == head()
     assert _revision_in(database) == [(head(),)]
+
+
+def test_start_up_leaves_a_database_a_newer_labelloop_migrated(tmp_path: Path) -> None:
+    """After a rollback (or an old pod restarting mid-upgrade) the database is at a revision
+    this code does not know: the service starts and changes nothing."""
+    database = tmp_path / "newer.db"
+    upgrade(f"sqlite:///{database}")
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    assert prepare(get_engine(f"sqlite:///{database}")) == "9999"
+    assert _revision_in(database) == [("9999",)]

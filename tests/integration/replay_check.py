@@ -13,10 +13,10 @@ from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
-from labelloop.composition import projected_tables
+from labelloop.composition import projections
 from labelloop.db import get_engine
 from labelloop.messaging.outbox import OutboxMessage
-from labelloop.replay import UNREPLAYED_COLUMNS
+from labelloop.replay import projected_tables, unreplayed_columns
 from labelloop.timeline import EventRecord
 from tests.integration.harness import wait_until
 
@@ -39,9 +39,9 @@ def projection_rows(
     tasks, subscriptions = set(task_ids), set(subscription_ids)
     rows: dict[str, list[dict[str, Any]]] = {}
     with engine.connect() as connection:
-        for name in projected_tables():
+        for name in projected_tables(projections()):
             table = Table(name, MetaData(), autoload_with=connection)
-            skipped = set(UNREPLAYED_COLUMNS.get(name, ()))
+            skipped = set(unreplayed_columns(projections()).get(name, ()))
             found = [
                 {k: v for k, v in row._mapping.items() if k not in skipped}
                 for row in connection.execute(

@@ -9,9 +9,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from ingest.models import Frame
-from labelloop.composition import projected_tables, projections
+from labelloop.composition import projections
 from labelloop.db import create_tables, get_engine
-from labelloop.replay import EventApplier, parse_event
+from labelloop.replay import EventApplier, parse_event, projected_tables
 from labelloop.timeline import EventRecord
 from schemas.events import (
     FrameLabels,
@@ -75,7 +75,7 @@ def versions(engine: Engine) -> dict[int, tuple[str, bool]]:
 def apply_all(engine: Engine, *events: object) -> list[bool]:
     applier = EventApplier(projections())
     with Session(engine) as session:
-        outcomes = [applier.apply(session, event) for event in events]  # type: ignore[arg-type]
+        outcomes = [bool(applier.apply_batch(session, [event])) for event in events]  # type: ignore[list-item]
         session.commit()
     return outcomes
 
@@ -175,7 +175,7 @@ def test_records_that_are_not_labelloop_events_are_skipped() -> None:
 def test_every_projected_table_is_a_table_of_the_models() -> None:
     from sqlmodel import SQLModel
 
-    tables = projected_tables()
+    tables = projected_tables(projections())
     assert len(set(tables)) == len(tables)
     assert set(tables) <= set(SQLModel.metadata.tables)
     assert "event_log" in tables and "webhook_subscriptions" in tables

@@ -12,10 +12,10 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from labelloop.composition import projected_tables, projections
+from labelloop.composition import projections
 from labelloop.db import get_engine
 from labelloop.migrations import upgrade
-from labelloop.replay import UNREPLAYED_COLUMNS, EventApplier
+from labelloop.replay import EventApplier, projected_tables, unreplayed_columns
 from labelloop_tools.bench_consumers import labels_submitted_event
 from labelloop_tools.bench_replay import synthetic_history
 from schemas.envelope import CloudEvent
@@ -55,8 +55,8 @@ def database(tmp_path: Path, name: str) -> Engine:
 def contents(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     tables: dict[str, list[tuple[Any, ...]]] = {}
     with engine.connect() as connection:
-        for table in projected_tables():
-            skip = set(UNREPLAYED_COLUMNS.get(table, ()))
+        for table in projected_tables(projections()):
+            skip = set(unreplayed_columns(projections()).get(table, ()))
             columns = [
                 c["name"] for c in inspect(engine).get_columns(table) if c["name"] not in skip
             ]
@@ -70,7 +70,7 @@ def test_batches_build_what_single_events_build(tmp_path: Path) -> None:
     single, batched = database(tmp_path, "single"), database(tmp_path, "batched")
     applier = EventApplier(projections())
     with Session(single) as session:
-        applied = [applier.apply(session, event) for event in events]
+        applied = [bool(applier.apply_batch(session, [event])) for event in events]
         session.commit()
     new: set[str] = set()
     with Session(batched) as session:

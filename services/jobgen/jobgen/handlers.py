@@ -31,8 +31,7 @@ class ListingIncomplete(LookupError):
 
 def handle_frames_listed(events: Sequence[TaskFramesListed], transactions: Transactions) -> None:
     """Keep listing parts (a batch in one transaction) for the ``task.data-ready`` after them."""
-    with transactions.unit_of_work(IDENTITY.consumer, [event.id for event in events]) as uow:
-        uow.apply_all([event for event in events if event.id not in uow.done])
+    transactions.project(IDENTITY.consumer, events)
 
 
 def listed_frames(session: Session, event: TaskDataReady) -> list[str]:

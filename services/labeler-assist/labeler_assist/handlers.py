@@ -15,10 +15,4 @@ from schemas.events import FrameProcessed, JobCreated
 
 def remember(events: Sequence[FrameProcessed | JobCreated], transactions: Transactions) -> None:
     """Project frames and jobs into labeler-assist's own view, a batch in one transaction."""
-    if not events:
-        return
-    with (
-        transactions.unit_of_work(IDENTITY.consumer, [event.id for event in events]) as uow,
-        uow.session.no_autoflush,
-    ):
-        uow.apply_all([event for event in events if event.id not in uow.done])
+    transactions.project(IDENTITY.consumer, events, autoflush=False)

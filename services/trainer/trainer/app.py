@@ -44,7 +44,8 @@ async def on_frame_processed(events: Sequence[FrameProcessed], transactions: Tra
     """Keep each validated frame's hash (a run trains only on that), the batch's at once.
 
     Whole-batch: ``ingest.events`` and ``labels.events`` keep no order between them, so the
-    frames of a batch go in one transaction before its labels, as they always have.
+    frames of a batch go in one transaction before its labels (a label may name a frame of
+    the same batch).
     """
     await asyncio.to_thread(record_frames, list(events), transactions)
 

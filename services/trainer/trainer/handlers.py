@@ -21,19 +21,12 @@ log = logging.getLogger(__name__)
 def record_labels(events: Sequence[LabelsSubmitted], transactions: Transactions) -> None:
     """Keep the trainer's copy of the labels current (the last submission wins), a batch in
     one transaction."""
-    if not events:
-        return
-    with transactions.unit_of_work(IDENTITY.consumer, [event.id for event in events]) as uow:
-        fresh = {event.id: event for event in events if event.id not in uow.done}
-        uow.apply_all(list(fresh.values()))
+    transactions.project(IDENTITY.consumer, events)
 
 
 def record_frames(events: Sequence[FrameProcessed], transactions: Transactions) -> None:
     """Keep what ingest validated of each frame (its hash): a run trains only on that."""
-    if not events:
-        return
-    with transactions.unit_of_work(IDENTITY.consumer, [event.id for event in events]) as uow:
-        uow.apply_all([event for event in events if event.id not in uow.done])
+    transactions.project(IDENTITY.consumer, events)
 
 
 def enqueue(event: LabelsThresholdReached, transactions: Transactions) -> Enqueue | None:

@@ -7,7 +7,6 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, status
@@ -17,7 +16,7 @@ from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep, require_adm
 from labelloop.messaging.outbox import Transactions
 from labelloop.messaging.subscribers import EventSubscribers
 from labelloop.runtime import Runtime
-from schemas.envelope import CloudEvent
+from schemas.envelope import CloudEvent, utcnow
 from schemas.events import (
     EVENT_TYPES,
     WebhookSubscriptionCreated,
@@ -36,8 +35,6 @@ from webhooks.domain import (
 )
 from webhooks.handlers import delivery_id, fan_out
 from webhooks.models import (
-    Attempt,
-    AttemptPublic,
     Delivery,
     DeliveryPublic,
     Subscription,
@@ -45,7 +42,7 @@ from webhooks.models import (
     SubscriptionCreated,
     SubscriptionPublic,
 )
-from webhooks.projections import PROJECTION
+from webhooks.projections import PROJECTION, delivery_public
 
 PING_TYPE = "io.labelloop.webhook.ping.v1"
 
@@ -172,7 +169,7 @@ def ping(subscription_id: str, session: SessionDep, _: PrincipalDep) -> Delivery
         "id": event_id,
         "source": IDENTITY.source,
         "type": PING_TYPE,
-        "time": datetime.now(UTC).isoformat(),
+        "time": utcnow().isoformat(),
         "subject": subscription.id,
         "datacontenttype": "application/json",
         "data": {"subscription_id": subscription.id},
@@ -187,16 +184,7 @@ def ping(subscription_id: str, session: SessionDep, _: PrincipalDep) -> Delivery
     )
     session.add(delivery)
     session.commit()
-    return _public(session, delivery)
-
-
-def _public(session: Session, delivery: Delivery) -> DeliveryPublic:
-    attempts = session.exec(
-        select(Attempt).where(Attempt.delivery_id == delivery.id).order_by(Attempt.attempt)  # type: ignore[arg-type]
-    ).all()
-    public = DeliveryPublic.model_validate(delivery, from_attributes=True)
-    public.attempt_log = [AttemptPublic.model_validate(a, from_attributes=True) for a in attempts]
-    return public
+    return delivery_public(session, delivery)
 
 
 @router.get("/{subscription_id}/deliveries")
@@ -212,7 +200,7 @@ def list_deliveries(
         .where(Delivery.subscription_id == subscription_id)
         .order_by(Delivery.created_at)  # type: ignore[arg-type]
     ).all()
-    return [_public(session, row) for row in rows]
+    return [delivery_public(session, row) for row in rows]
 
 
 @router.post("/{subscription_id}/deliveries/{delivery_id}/redeliver", status_code=202)
@@ -231,8 +219,8 @@ def redeliver(
     if delivery.status == "pending":
         raise HTTPException(status.HTTP_409_CONFLICT, "the delivery is still being attempted")
     delivery.status = "pending"
-    delivery.next_attempt_at = datetime.now(UTC)
+    delivery.next_attempt_at = utcnow()
     delivery.allowed_attempts = delivery.attempts + runtime.settings.webhook_max_attempts
     session.add(delivery)
     session.commit()
-    return _public(session, delivery)
+    return delivery_public(session, delivery)

@@ -14,6 +14,8 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from schemas.envelope import utcnow
+
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format prefix, not a secret
 MIN_SECRET_BYTES = 24
 MAX_DELAY_S = 3600.0
@@ -197,4 +199,4 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return max(0.0, (when - (now or utcnow())).total_seconds())

@@ -44,19 +44,24 @@ def apply_subscription_deleted(session: Session, event: WebhookSubscriptionDelet
         session.add(subscription)
 
 
+def delivery_public(session: Session, delivery: Delivery) -> DeliveryPublic:
+    """A delivery as its subscriber and an auditor see it, with its attempts in order."""
+    attempts = session.exec(
+        select(Attempt).where(Attempt.delivery_id == delivery.id).order_by(col(Attempt.attempt))
+    )
+    public = DeliveryPublic.model_validate(delivery, from_attributes=True)
+    public.attempt_log = [AttemptPublic.model_validate(a, from_attributes=True) for a in attempts]
+    return public
+
+
 def audit(session: Session, task_id: str) -> dict[str, list[Any]]:
     """Every webhook delivery of the task's events, with its attempts."""
-    deliveries = []
-    for delivery in task_rows(session, Delivery, task_id, col(Delivery.created_at)):
-        attempts = session.exec(
-            select(Attempt).where(Attempt.delivery_id == delivery.id).order_by(col(Attempt.attempt))
-        )
-        public = DeliveryPublic.model_validate(delivery, from_attributes=True)
-        public.attempt_log = [
-            AttemptPublic.model_validate(a, from_attributes=True) for a in attempts
+    deliveries = task_rows(session, Delivery, task_id, col(Delivery.created_at))
+    return {
+        "webhook_deliveries": [
+            delivery_public(session, delivery).model_dump(mode="json") for delivery in deliveries
         ]
-        deliveries.append(public.model_dump(mode="json"))
-    return {"webhook_deliveries": deliveries}
+    }
 
 
 PROJECTION = Projection(
@@ -66,4 +71,5 @@ PROJECTION = Projection(
         WebhookSubscriptionDeleted: apply_subscription_deleted,
     },
     audit=audit,
+    unreplayed={"webhook_subscriptions": ("secret",)},  # never leaves the live database
 )
