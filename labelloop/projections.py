@@ -83,5 +83,16 @@ def task_rows(session: Session, model: Any, task_id: str, order: Any) -> list[An
     return list(session.exec(select(model).where(model.task_id == task_id).order_by(order)))
 
 
+def task_documents(
+    session: Session, model: Any, task_id: str, order: Any, public: Any = None
+) -> list[dict[str, Any]]:
+    """:func:`task_rows` as JSON documents (through the ``public`` model when one is given),
+    what an :data:`Auditor` returns."""
+    rows = task_rows(session, model, task_id, order)
+    if public is not None:
+        rows = [public.model_validate(row, from_attributes=True) for row in rows]
+    return [row.model_dump(mode="json") for row in rows]
+
+
 NOTHING = Projection(tables=(), appliers={})
 """Projects no event: transactions bound to it only record events (tools and tests)."""

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
@@ -145,17 +146,21 @@ def prepare(engine: Engine) -> str | None:
             # a newer labelloop migrated it (a rollback, or an old pod restarting during a
             # rolling upgrade): its schema is ahead of these models, never downgraded here
             log.warning("database at revision %s, unknown to this labelloop: left as it is", found)
-        elif found != head():
+        elif found != _scripts().get_current_head():
             upgrade(_url(engine))
         return found
 
 
+@lru_cache(maxsize=1)
+def _scripts() -> ScriptDirectory:
+    """The revisions this labelloop ships, read once per process (start-up reads them at
+    every decision otherwise; :func:`revision` writes new ones and reads them afresh)."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://"))
+
+
 def _known(revision: str) -> bool:
     try:
-        return (
-            ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision(revision)
-            is not None
-        )
+        return _scripts().get_revision(revision) is not None
     except CommandError:
         return False
 
@@ -203,11 +208,11 @@ def _revision_of_schema(engine: Engine) -> str:
             for column in table.columns
         }
     ):
-        return head() or "head"
-    scripts = ScriptDirectory.from_config(alembic_config("sqlite://"))
+        return _scripts().get_current_head() or "head"
+    scripts = _scripts()
     with tempfile.TemporaryDirectory(prefix="labelloop-schema-") as scratch:
         for script in scripts.walk_revisions():  # newest first
-            if script.revision == head():
+            if script.revision == scripts.get_current_head():
                 continue
             url = f"sqlite:///{scratch}/{script.revision}.db"
             upgrade(url, script.revision)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -148,12 +149,8 @@ def test_start_up_refuses_a_schema_of_no_revision(tmp_path: Path) -> None:
     database = tmp_path / "odd.db"
     with sqlite3.connect(database) as connection:
         connection.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, odd TEXT)")
-    try:
+    with pytest.raises(RuntimeError, match="no known revision"):
         prepare(get_engine(f"sqlite:///{database}"))
-    except RuntimeError as error:
-        assert "no known revision" in str(error)
-    else:
-        raise AssertionError("a schema of no revision was accepted")
 
 
 def test_start_up_stamps_a_database_holding_some_tables_at_head(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from sqlmodel import Session, col
 
 from ingest.models import Frame, FramePublic
 from labelloop.db import insert_rows, rows_in
-from labelloop.projections import Projection, task_rows
+from labelloop.projections import Projection, task_documents
 from schemas.events import FrameProcessed, FrameRejected
 
 
@@ -102,13 +102,7 @@ def _rejected(session: Session, frame: Frame | None, event: FrameRejected) -> Fr
 
 def audit(session: Session, task_id: str) -> dict[str, list[Any]]:
     """Every frame of the task: processed (hash, size) or refused with its reason."""
-    frames = task_rows(session, Frame, task_id, col(Frame.name))
-    return {
-        "frames": [
-            FramePublic.model_validate(frame, from_attributes=True).model_dump(mode="json")
-            for frame in frames
-        ]
-    }
+    return {"frames": task_documents(session, Frame, task_id, col(Frame.name), FramePublic)}
 
 
 PROJECTION = Projection(

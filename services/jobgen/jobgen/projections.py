@@ -8,7 +8,7 @@ from typing import Any
 from sqlmodel import Session, col
 
 from jobgen.models import FrameListing, Job, JobPublic
-from labelloop.projections import Projection, task_rows
+from labelloop.projections import Projection, task_documents
 from schemas.events import JobCreated, TaskFramesListed
 
 
@@ -41,13 +41,7 @@ def apply_frames_listed(session: Session, event: TaskFramesListed) -> FrameListi
 
 def audit(session: Session, task_id: str) -> dict[str, list[Any]]:
     """The task's jobs, in frame order."""
-    jobs = task_rows(session, Job, task_id, col(Job.start_frame))
-    return {
-        "jobs": [
-            JobPublic.model_validate(job, from_attributes=True).model_dump(mode="json")
-            for job in jobs
-        ]
-    }
+    return {"jobs": task_documents(session, Job, task_id, col(Job.start_frame), JobPublic)}
 
 
 PROJECTION = Projection(

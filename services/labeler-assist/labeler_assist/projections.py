@@ -16,7 +16,7 @@ from labeler_assist.models import (
     Preannotation,
 )
 from labelloop.db import insert_rows, rows_in
-from labelloop.projections import Projection, task_rows
+from labelloop.projections import Projection, task_documents
 from schemas.events import (
     FrameProcessed,
     JobCreated,
@@ -232,14 +232,8 @@ def audit(session: Session, task_id: str) -> dict[str, list[Any]]:
     """Who labeled which frame, and which model version pre-annotated which frame on which
     backend."""
     return {
-        "annotations": [
-            row.model_dump(mode="json")
-            for row in task_rows(session, Annotation, task_id, col(Annotation.frame))
-        ],
-        "preannotations": [
-            row.model_dump(mode="json")
-            for row in task_rows(session, Preannotation, task_id, col(Preannotation.frame))
-        ],
+        "annotations": task_documents(session, Annotation, task_id, col(Annotation.frame)),
+        "preannotations": task_documents(session, Preannotation, task_id, col(Preannotation.frame)),
     }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from labelloop.db import insert_rows, rows_in
-from labelloop.projections import Projection, task_rows
+from labelloop.projections import Projection, task_documents
 from schemas.events import (
     FrameProcessed,
     LabelsSubmitted,
@@ -177,8 +177,7 @@ def apply_training_preempted(session: Session, event: TrainingPreempted) -> None
 
 def audit(session: Session, task_id: str) -> dict[str, list[Any]]:
     """Every model version of the task, with its metrics and verdict."""
-    versions = task_rows(session, ModelVersion, task_id, col(ModelVersion.version))
-    return {"models": [row.model_dump(mode="json") for row in versions]}
+    return {"models": task_documents(session, ModelVersion, task_id, col(ModelVersion.version))}
 
 
 PROJECTION = Projection(
