@@ -1,22 +1,32 @@
 """Shared test set-up: every test run uses its own stack ports and var folder.
 
-The integration stack listens on ports of its own (29xxx) and keeps its data under
-``var/test-stack``, so a developer's ``make run`` stack and the tests never meet.
+The integration stack listens on ports of its own and keeps its data under
+``var/test-stack``, so a developer's ``make run`` stack and the tests never meet. The ports
+are a block of a hundred chosen from the checkout's path (21000-28999, below the kernel's
+ephemeral range): two checkouts on one machine (a developer's and CI's fresh clone) run
+their suites without taking each other's servers for their own.
 """
 
 from __future__ import annotations
 
 import os
+import zlib
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+PORTS = 21_000 + zlib.crc32(str(CHECKOUT).encode()) % 80 * 100
+"""The first port of this checkout's block."""
 
 TEST_ENV = {
     "LABELLOOP_VAR_DIR": "var/test-stack",
-    "LABELLOOP_KAFKA_PORT": "29092",
-    "LABELLOOP_KAFKA_CONTROLLER_PORT": "29093",
-    "LABELLOOP_S3_PORT": "29000",
-    "LABELLOOP_S3_CONSOLE_PORT": "29001",
-    "LABELLOOP_TRITON_HTTP_PORT": "28000",
-    "LABELLOOP_TRITON_GRPC_PORT": "28001",
-    "LABELLOOP_TRITON_METRICS_PORT": "28002",
+    "LABELLOOP_S3_PORT": str(PORTS),
+    "LABELLOOP_S3_CONSOLE_PORT": str(PORTS + 1),
+    "LABELLOOP_TRITON_HTTP_PORT": str(PORTS + 10),
+    "LABELLOOP_TRITON_GRPC_PORT": str(PORTS + 11),
+    "LABELLOOP_TRITON_METRICS_PORT": str(PORTS + 12),
+    "LABELLOOP_TEST_PG_PORT": str(PORTS + 32),
+    "LABELLOOP_KAFKA_PORT": str(PORTS + 92),
+    "LABELLOOP_KAFKA_CONTROLLER_PORT": str(PORTS + 93),
     "LABELLOOP_DATABASE_URL": "sqlite:///var/test-stack/labelloop.db",
 }
 for _name, _value in TEST_ENV.items():

@@ -36,10 +36,22 @@ class Stack:
 
             self.components.append(TritonComponent(settings))
 
-    def up(self, progress: Progress) -> list[ComponentStatus]:
-        """Install, start and configure every component that is not healthy yet."""
+    def up(self, progress: Progress, *, adopt_foreign: bool = True) -> list[ComponentStatus]:
+        """Install, start and configure every component that is not healthy yet.
+
+        A healthy server this stack did not start (no live pid in its pid file) is used as it
+        is, unless ``adopt_foreign`` is False: the test stack stops and restarts its servers,
+        which it cannot do to another checkout's, so it refuses them with the reason.
+        """
         for component in self.components:
             if component.healthy():
+                if not adopt_foreign and component.daemon.pid() is None:
+                    raise StackError(
+                        f"{component.name}: {component.address} answers, but this stack did not "
+                        f"start it (no live process in {component.daemon.pidfile}); "
+                        "stop the server that holds the port or give this stack other ports "
+                        "(LABELLOOP_*_PORT)"
+                    )
                 progress(f"{component.name}: already running at {component.address}")
             else:
                 component.install(progress)

@@ -1,7 +1,9 @@
 """The real local stack (Kafka, MinIO, Triton), started once per test run.
 
-If the test stack is already up (a previous run left it, or a developer started it with the
-same settings) it is reused; whatever this run started, it stops at the end.
+If this checkout's test stack is already up (a previous run left it, or a developer started
+it with the same settings) it is reused; whatever this run started, it stops at the end. A
+server on its ports that this checkout did not start is refused: the fault tests stop and
+restart the servers, and another's they cannot.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ def settings() -> Settings:
 @pytest.fixture(scope="session")
 def stack(settings: Settings) -> Iterator[Stack]:
     stack = Stack(settings, with_triton=True)
-    already_up = all(status.healthy for status in stack.status())
+    already_up = all(status.healthy and status.pid is not None for status in stack.status())
     if not already_up:
         stack.down(progress=lambda line: None)  # leftovers of an interrupted run
         for name in ("kafka", stack.s3.name):  # a fresh broker and store for every run
             shutil.rmtree(settings.var_dir / name, ignore_errors=True)
-    stack.up(progress=lambda line: print(f"[stack] {line}"))
+    stack.up(progress=lambda line: print(f"[stack] {line}"), adopt_foreign=False)
     yield stack
     if not already_up:
         stack.down(progress=lambda line: print(f"[stack] {line}"))
@@ -60,7 +62,9 @@ def postgres() -> Iterator[PostgresServer | None]:
     if os.environ.get("LABELLOOP_TEST_DATABASE", "sqlite") != "postgresql":
         yield None
         return
-    server = PostgresServer(Path("var/test-pg").resolve())
+    server = PostgresServer(
+        Path("var/test-pg").resolve(), port=int(os.environ["LABELLOOP_TEST_PG_PORT"])
+    )
     server.start()
     yield server
     server.stop()

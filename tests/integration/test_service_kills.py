@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ FRAMES, SEGMENT = 200, 20
 SERVICES = ["api", "ingest", "jobgen", "webhooks", "labeler-assist", "trainer"]
 KILL_AT = {"ingest": 25, "jobgen": 50, "webhooks": 75, "labeler-assist": 100, "api": 125}
 """Processed frames at which each service is killed; the trainer goes last, at the end."""
+UPLOAD_PAUSE_S = 0.02
 SUBSCRIBED = [
     "io.labelloop.frame.processed.v1",
     "io.labelloop.job.created.v1",
@@ -103,10 +105,19 @@ async def test_each_service_killed_in_turn_during_a_200_frame_task(
         files = make_frames(tmp_path / "frames", FRAMES)
         names = [path.name for path in files]
         urls = api.post(f"/api/tasks/{task_id}/uploads", json={"files": names}).json()
-        with httpx.Client(timeout=60, trust_env=False) as store:
-            for path in files:
-                store.put(urls["frames"][path.name], content=path.read_bytes()).raise_for_status()
-            store.put(urls["manifest"], content=json.dumps({"files": names}).encode())
+
+        def upload() -> None:
+            # paced like a slow client: a batch consumer could otherwise take all 200 frames
+            # before the first kill, and the kills would no longer fall mid-task
+            with httpx.Client(timeout=60, trust_env=False) as store:
+                for path in files:
+                    put = store.put(urls["frames"][path.name], content=path.read_bytes())
+                    put.raise_for_status()
+                    time.sleep(UPLOAD_PAUSE_S)
+                store.put(urls["manifest"], content=json.dumps({"files": names}).encode())
+
+        uploader = threading.Thread(target=upload, daemon=True)
+        uploader.start()
 
         def processed() -> int:
             return count(engine, Frame, Frame.task_id == task_id)
@@ -123,6 +134,7 @@ async def test_each_service_killed_in_turn_during_a_200_frame_task(
         at_kill["trainer"] = processed()
         fleet.kill("trainer")
         print(f"processed frames at each kill: {at_kill}")
+        uploader.join(timeout=120)
         assert at_kill["ingest"] < FRAMES, "ingest died mid-task"
 
         def jobs_announced() -> bool:

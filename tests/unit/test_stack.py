@@ -98,3 +98,32 @@ def test_go_install_builds_into_the_binary_folder(
     ]
     with pytest.raises(StackError, match="no such module"):
         go_install("bad", "v1", tmp_path / "bin" / "bad" / "bad", needs="1.25")
+
+
+def test_the_test_stack_refuses_a_server_it_did_not_start(tmp_path: Path) -> None:
+    """Another checkout's MinIO on our port: the fault tests could not stop it, so refuse it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from labelloop.stack.base import StackError
+    from labelloop.stack.manager import Stack
+
+    class Healthy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Healthy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = Settings(var_dir=tmp_path, s3_host="127.0.0.1", s3_port=server.server_port)
+        stack = Stack(settings)
+        stack.components = [stack.s3]
+        assert stack.status()[0].detail == "not started by this stack"
+        with pytest.raises(StackError, match="this stack did not start it"):
+            stack.up(progress=lambda line: None, adopt_foreign=False)
+    finally:
+        server.shutdown()
