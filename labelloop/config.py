@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     s3_access_key: str = LOCAL_S3_ACCESS
     s3_secret_key: str = LOCAL_S3_SECRET
     s3_bucket: str = "labelloop"
+    s3_region: str = "us-east-1"
+    """The bucket's region, which requests are signed for (MinIO's and versitygw's default)."""
     minio_module_version: str = "v0.0.0-20260212201848-7aac2a2c5b7c"
     """The Go pseudo-version ``go install github.com/minio/minio@latest`` resolved to (pinned)."""
     versitygw_module_version: str = "v1.8.0"
@@ -138,11 +140,18 @@ class Settings(BaseSettings):
     ingest_max_frame_bytes: Annotated[int, Field(gt=0)] = 64 * 1024 * 1024
     ingest_max_frame_pixels: Annotated[int, Field(gt=0)] = 50_000_000
     """Frames with more pixels are refused from their header, before decoding (bombs)."""
-    ingest_batch_max_records: Annotated[int, Field(ge=1, le=10_000)] = 100
-    """Storage notifications ingest takes in one call: their frames are fetched side by side and
-    recorded in one transaction per task."""
-    ingest_fetch_concurrency: Annotated[int, Field(ge=1, le=256)] = 8
-    """Frames of one batch fetched and decoded at once (threads: reads and decoding overlap)."""
+    ingest_batch_max_records: Annotated[int, Field(ge=1, le=10_000)] = 500
+    """Storage notifications ingest takes in one call: their frames are fetched side by side,
+    each chunk of four times ``ingest_fetch_concurrency`` recorded (one transaction per task) while
+    the next is fetched; offsets are committed after the last."""
+    ingest_fetch_concurrency: Annotated[int, Field(ge=1, le=256)] = 32
+    """Frames fetched at once, on the event loop, and the store connections kept open."""
+    ingest_fetch_budget_bytes: Annotated[int, Field(ge=1024 * 1024)] = 256 * 1024 * 1024
+    """Bytes the frames in flight may hold together, by their announced sizes (a frame larger
+    than this is fetched alone)."""
+    ingest_decode_threads: Annotated[int, Field(ge=1, le=64)] = 2
+    """Threads decoding and hashing fetched frames (Pillow and hashlib release the GIL: one a
+    core)."""
     ingest_reconcile: bool = True
     """List incomplete tasks' prefixes to recover objects whose notification was lost."""
     ingest_reconcile_quiet_s: Annotated[float, Field(gt=0, le=3600)] = 5.0

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import event, insert
+from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session, SQLModel, col, create_engine, select
@@ -123,17 +123,6 @@ def rows_in(
         for chunk in in_chunks(keys)
         for row in session.exec(select(model).where(*where, col(column).in_(chunk)))
     ]
-
-
-def insert_rows(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
-    """Insert rows known to be new in multi-row statements, without ORM objects (what a batch
-    of thousands costs in object bookkeeping). Each row names every column without a database
-    default; pending ORM changes are flushed first, so statement order is kept."""
-    if not rows:
-        return
-    session.flush()
-    # executemany: SQLAlchemy pages it into multi-row INSERTs within the driver's limits
-    session.execute(insert(model.__table__), rows)  # type: ignore[attr-defined]
 
 
 def sqlite_lock_path(engine: Engine, name: str) -> str | None:

@@ -19,11 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import groupby
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
 from schemas.envelope import CloudEvent
+
+ModelT = TypeVar("ModelT", bound=SQLModel)
 
 Projector = Callable[[Session, Any], object]
 """Applies one event to the session (adds, updates or deletes rows; never commits)."""

@@ -42,6 +42,11 @@ class Runtime:
     def store(self) -> ObjectStore:
         return ObjectStore.from_settings(self.settings)
 
+    async def close(self) -> None:
+        """Release what the services opened (the store's connections, if it was used)."""
+        if "store" in self.__dict__:
+            await self.store.aclose()
+
 
 def create_runtime(settings: Settings, *, client_id: str) -> Runtime:
     engine = get_engine(settings.database_url)

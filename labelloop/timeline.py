@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Text, insert
+from sqlalchemy import Column, Text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from labelloop.bulk import found_keys, insert_rows
 from schemas.envelope import CloudEvent
 from schemas.events import EVENTS_BY_TOPIC
 from schemas.topics import Topic
@@ -47,13 +48,7 @@ def append_events(session: Session, events: Sequence[CloudEvent[Any]]) -> int:
 
 def append_new_events(session: Session, events: Sequence[CloudEvent[Any]]) -> list[CloudEvent[Any]]:
     """:func:`append_events`, returning the events that were new (in order)."""
-    known = set(
-        session.exec(
-            select(EventRecord.event_id).where(
-                col(EventRecord.event_id).in_([event.id for event in events])
-            )
-        )
-    )
+    known = found_keys(session, EventRecord, "event_id", [event.id for event in events])
     new: list[CloudEvent[Any]] = []
     rows = []
     for event in events:
@@ -74,8 +69,7 @@ def append_new_events(session: Session, events: Sequence[CloudEvent[Any]]) -> li
                 "document": event.model_dump_json(),
             }
         )
-    if rows:  # one multi-row INSERT: seq follows the batch's order
-        session.execute(insert(EventRecord.__table__), rows)  # type: ignore[attr-defined]
+    insert_rows(session, EventRecord, rows)  # one executemany: seq follows the batch's order
     return new
 
 

@@ -71,6 +71,7 @@ def _lifespan(runtime: Runtime, services: list[Service]) -> Lifespan:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await runtime.broker.stop()
+            await runtime.close()
 
     return lifespan
 

@@ -108,7 +108,9 @@ class UnitOfWork:
         self.message_ids = tuple(dict.fromkeys(message_ids))
         self.done = processed_ids(session, consumer, self.message_ids) if consumer else set()
         self.already_done = bool(self.message_ids) and len(self.done) == len(self.message_ids)
-        self.recorded: list[CloudEvent[Any]] = []
+        self.recorded = 0
+        """Events recorded in this transaction (the relay is woken after its commit)."""
+        self._unflushed: list[CloudEvent[Any]] = []
         self._topic_name = topic_name
         self._rows: list[dict[str, Any]] = []
 
@@ -153,7 +155,7 @@ class UnitOfWork:
         self, events: Sequence[CloudEvent[Any]], key: str | None
     ) -> tuple[list[dict[str, Any]], list[CloudEvent[Any]]]:
         """The outbox rows of the events not recorded before (in this transaction or earlier)."""
-        known = {event.id for event in self.recorded}
+        known = {event.id for event in self._unflushed}  # the flushed ones are in the table
         known.update(
             self.session.exec(
                 select(OutboxMessage.event_id).where(
@@ -187,14 +189,17 @@ class UnitOfWork:
 
     def _keep(self, rows: list[dict[str, Any]], new: list[CloudEvent[Any]]) -> None:
         self._rows.extend(rows)
-        self.recorded.extend(new)
+        self._unflushed.extend(new)
+        self.recorded += len(new)
 
     def flush(self) -> None:
         """Insert what was recorded, in order, just before the transaction commits.
 
         On PostgreSQL each key's advisory lock is taken first (in key order, so two flushes
         never deadlock) and held to the commit: the ``seq`` a key's rows get follows the order
-        in which its transactions commit, which is the order the relay publishes.
+        in which its transactions commit, which is the order the relay publishes. A long
+        transaction may flush early to hold fewer events; each call locks its own keys, so one
+        that does should record a single key (one task's, as jobgen's cut and ingest's listing).
         """
         if not self._rows:
             return
@@ -207,6 +212,7 @@ class UnitOfWork:
                 )
         self.session.execute(insert(OutboxMessage.__table__), self._rows)  # type: ignore[attr-defined]
         self._rows = []
+        self._unflushed = []  # a long transaction holds no more than its last flush's events
 
 
 def committed_event(session: Session, model: type[EventT], *key: object) -> EventT | None:

@@ -80,7 +80,7 @@ def jpeg() -> bytes:
 
 @dataclass
 class MemoryStore:
-    """The two calls ingest makes of the store, over a dict."""
+    """The calls ingest makes of the store, over a dict."""
 
     objects: dict[str, bytes] = field(default_factory=dict)
     bucket: str = "labelloop"
@@ -92,6 +92,11 @@ class MemoryStore:
         self, key: str, *, max_bytes: int | None = None, etag: str | None = None
     ) -> bytes:
         return self.objects[key]
+
+    async def fetch_bytes(
+        self, key: str, *, max_bytes: int | None = None, etag: str | None = None
+    ) -> bytes:
+        return self.get_bytes(key, max_bytes=max_bytes, etag=etag)
 
 
 @pytest.fixture

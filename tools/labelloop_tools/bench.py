@@ -17,7 +17,7 @@ from rich.console import Console
 
 from labelloop.config import Settings
 from labelloop_tools.bench_consumers import bench_consumers
-from labelloop_tools.bench_ingest import bench_ingest, bench_ingest_real
+from labelloop_tools.bench_ingest import bench_ingest, bench_ingest_backlog, bench_ingest_real
 from labelloop_tools.bench_replay import bench_replay
 from labelloop_tools.bench_scale import bench_scale
 from labelloop_tools.bench_serving import (
@@ -294,6 +294,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "reconcile": bench_reconcile,
     "ingest": bench_ingest,
     "ingest_real": bench_ingest_real,
+    "ingest_backlog": bench_ingest_backlog,
     # retrain first: the pre-annotation sections serve the model it publishes.
     "retrain": bench_retrain,
     "preannotate_640": bench_preannotate_640,

@@ -102,9 +102,12 @@ async def _skip_history(settings: Settings) -> None:
 
 
 @contextmanager
-def deployment(settings: Settings, folder: Path) -> Iterator[tuple[Settings, dict[str, int]]]:
-    """Every service in its own process on a database and topics of their own; yields the
-    deployment's settings and each service's pid."""
+def deployment(
+    settings: Settings, folder: Path, services: tuple[str, ...] = SERVICES
+) -> Iterator[tuple[Settings, dict[str, int], ExitStack]]:
+    """``services``, each in its own process, on a database and topics of their own; yields
+    the deployment's settings, each service's pid, and the stack that stops them (to start
+    more with :func:`start_service`)."""
     prefix = f"scale{uuid.uuid4().hex[:8]}."
     scoped = settings.model_copy(
         update={
@@ -116,24 +119,29 @@ def deployment(settings: Settings, folder: Path) -> Iterator[tuple[Settings, dic
         }
     )
     asyncio.run(_skip_history(scoped))
-    base_env = {**os.environ, **scoped.as_env()}
     pids: dict[str, int] = {}
     with ExitStack() as stack:
-        for name in SERVICES:
-            env = {**base_env}
-            if name != "api":
-                env["LABELLOOP_API_PORT"] = str(free_port())
-            log = stack.enter_context((folder / f"{name}.log").open("ab"))
-            process = subprocess.Popen(
-                [sys.executable, "-m", "labelloop", "serve", "--service", name],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            stack.callback(_stop, process)
-            pids[name] = process.pid
-            _wait_ready(f"http://127.0.0.1:{env['LABELLOOP_API_PORT']}/healthz", process)
-        yield scoped, pids
+        for name in services:
+            pids[name] = start_service(scoped, name, folder, stack)
+        yield scoped, pids, stack
+
+
+def start_service(scoped: Settings, name: str, folder: Path, stack: ExitStack) -> int:
+    """Start ``name`` in a process of its own (stopped when ``stack`` closes) and wait until
+    it answers; its pid."""
+    env = {**os.environ, **scoped.as_env()}
+    if name != "api":
+        env["LABELLOOP_API_PORT"] = str(free_port())
+    log = stack.enter_context((folder / f"{name}.log").open("ab"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "labelloop", "serve", "--service", name],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    stack.callback(_stop, process)
+    _wait_ready(f"http://127.0.0.1:{env['LABELLOOP_API_PORT']}/healthz", process)
+    return process.pid
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
@@ -159,7 +167,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.kill()
 
 
-def _new_task(scoped: Settings, frames: int) -> str:
+def new_task(scoped: Settings, frames: int) -> str:
     api = f"http://127.0.0.1:{scoped.api_port}"
     headers = {"Authorization": f"Bearer {scoped.admin_token}"}
     with httpx.Client(base_url=api, headers=headers, timeout=60, trust_env=False) as client:
@@ -169,7 +177,7 @@ def _new_task(scoped: Settings, frames: int) -> str:
         return str(answer.json()["id"])
 
 
-def _upload(scoped: Settings, task_id: str, frames: int, console: Console) -> None:
+def upload_frames(scoped: Settings, task_id: str, frames: int, console: Console) -> None:
     """The frames by ``UPLOAD_THREADS`` threads straight to the store, then the manifest."""
     store = ObjectStore.from_settings(scoped)
     names = [f"f{index:06d}.jpg" for index in range(frames)]
@@ -205,7 +213,7 @@ def _jobs_ready_at(engine: Engine, task_id: str, deadline: float) -> float | Non
     return None
 
 
-def _counts(engine: Engine, task_id: str) -> dict[str, Any]:
+def task_counts(engine: Engine, task_id: str) -> dict[str, Any]:
     """The task's rows and events, and the span of its frames' processing."""
     from ingest.models import Frame
     from jobgen.models import Job
@@ -233,17 +241,17 @@ def _counts(engine: Engine, task_id: str) -> dict[str, Any]:
 
 
 def _one_size(settings: Settings, frames: int, console: Console) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp, deployment(settings, Path(tmp)) as (scoped, pids):
-        task_id = _new_task(scoped, frames)
+    with tempfile.TemporaryDirectory() as tmp, deployment(settings, Path(tmp)) as (scoped, pids, _):
+        task_id = new_task(scoped, frames)
         started = time.monotonic()
-        _upload(scoped, task_id, frames, console)
+        upload_frames(scoped, task_id, frames, console)
         uploaded = time.monotonic()
         engine = get_engine(scoped.database_url)
         ready_at = _jobs_ready_at(engine, task_id, uploaded + 3600)
         if ready_at is None:
             raise RuntimeError(f"task of {frames} frames not ready an hour after its upload")
         memory = {name: peak_rss_mb(pid) for name, pid in pids.items()}
-        counts = _counts(engine, task_id)
+        counts = task_counts(engine, task_id)
         engine.dispose()
     span_s = counts.pop("span_s")
     return {

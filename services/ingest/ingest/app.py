@@ -59,7 +59,9 @@ def register(runtime: Runtime) -> None:
         max_frame_bytes=runtime.settings.ingest_max_frame_bytes,
         max_frame_pixels=runtime.settings.ingest_max_frame_pixels,
         raw_event_keys=runtime.settings.s3_event_key_encoding == "raw",
-        fetch_pool=ThreadPoolExecutor(runtime.settings.ingest_fetch_concurrency, "ingest-fetch"),
+        fetch_concurrency=runtime.settings.ingest_fetch_concurrency,
+        fetch_budget_bytes=runtime.settings.ingest_fetch_budget_bytes,
+        decode_pool=ThreadPoolExecutor(runtime.settings.ingest_decode_threads, "ingest-decode"),
     )
     subscribers.subscribe(runtime, deps)
 
@@ -129,7 +131,7 @@ def task_frames(task_id: str, session: SessionDep, principal: PrincipalDep) -> I
     frames = list(session.exec(select(Frame).where(Frame.task_id == task_id)))
     ingest = session.get(TaskIngest, task_id)
     return IngestStatus(
-        declared=len(ingest.manifest) if ingest and ingest.manifest is not None else None,
+        declared=ingest.declared if ingest else None,
         manifest_error=ingest.manifest_error if ingest else None,
         processed=sum(frame.status == "processed" for frame in frames),
         rejected=sum(frame.status == "rejected" for frame in frames),

@@ -4,8 +4,10 @@ the frames by :mod:`ingest.manifest`), and record their outcomes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -30,6 +32,7 @@ from ingest.manifest import (
     lock_task,
     maybe_data_ready,
     reject_mismatched_hashes,
+    replace_manifest,
 )
 from ingest.models import Frame
 from labelloop.messaging.outbox import Transactions
@@ -54,8 +57,13 @@ class IngestDeps:
     max_frame_bytes: int
     max_frame_pixels: int
     max_manifest_bytes: int = 10 * 1024 * 1024
-    fetch_pool: Executor = field(default_factory=lambda: ThreadPoolExecutor(8, "ingest-fetch"))
-    """Fetches and decodes a batch's frames side by side (Pillow and hashlib release the GIL)."""
+    fetch_concurrency: int = 32
+    """Frames fetched or decoded at once."""
+    fetch_budget_bytes: int = 256 * 1024 * 1024
+    """What the frames in flight may hold together (their announced sizes)."""
+    decode_pool: Executor = field(default_factory=lambda: ThreadPoolExecutor(2, "ingest-decode"))
+    """Decodes and hashes fetched frames off the event loop (Pillow and hashlib release the
+    GIL, so one thread a core)."""
     raw_event_keys: bool = False
     """The store sends object keys unencoded in its records (versitygw), not URL-encoded."""
 
@@ -99,18 +107,65 @@ def _message_id(record: S3EventRecord) -> str:
 
 
 async def _on_frames(items: list[FrameItem], deps: IngestDeps) -> None:
-    await asyncio.to_thread(_ingest_frames, items, deps)
+    """Look up, then fetch (on the event loop) and decode (on the pool) side by side, and
+    record as they come: each chunk's frames are recorded while the next chunk is fetched.
+
+    At most ``deps.fetch_concurrency`` frames are in flight, holding at most
+    ``deps.fetch_budget_bytes`` between them (a frame larger than that goes alone).
+    """
+    new = await asyncio.to_thread(_new_frames, items, deps)
+    budget = ByteBudget(deps.fetch_budget_bytes)
+    limit = asyncio.Semaphore(deps.fetch_concurrency)
+
+    async def inspect(item: FrameItem) -> Outcome:
+        size = item[1].s3.object.size or 0
+        async with limit, budget.hold(min(size, deps.max_frame_bytes)):
+            return await _inspect_object(item[0], item[1], deps)
+
+    recording: asyncio.Future[None] | None = None
+    chunk = deps.fetch_concurrency * 4
+    try:
+        for start in range(0, len(new), chunk):
+            part = new[start : start + chunk]
+            outcomes = await asyncio.gather(*(inspect(item) for item in part))
+            if recording is not None:
+                await recording  # one task's chunks are recorded in their order
+            recording = asyncio.ensure_future(
+                asyncio.to_thread(_record_chunk, list(zip(part, outcomes, strict=True)), deps)
+            )
+    finally:
+        if recording is not None:  # done before the batch is retried or committed
+            await recording
 
 
-def _ingest_frames(items: list[FrameItem], deps: IngestDeps) -> None:
-    """Off the event loop, in one hop: look up, fetch and decode side by side, record."""
-    new = _new_frames(items, deps)
-    outcomes = deps.fetch_pool.map(lambda item: _inspect_object(item[0], item[1], deps), new)
+class ByteBudget:
+    """Bytes that reads in flight may hold together; a read larger than the whole budget
+    waits until it is alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.held == 0 or self.held + size <= self.limit)
+            self.held += size
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.held -= size
+                self._changed.notify_all()
+
+
+def _record_chunk(inspected: list[tuple[FrameItem, Outcome]], deps: IngestDeps) -> None:
     by_task: dict[str, list[tuple[FrameKey | OutsideTask, S3EventRecord, Outcome]]] = {}
-    for (ref, record), outcome in zip(new, outcomes, strict=True):
+    for (ref, record), outcome in inspected:
         by_task.setdefault(ref.task_id, []).append((ref, record, outcome))
-    for task_id, inspected in by_task.items():
-        _record_frames(task_id, inspected, deps)
+    for task_id, frames in by_task.items():
+        _record_frames(task_id, frames, deps)
 
 
 def _new_frames(items: list[FrameItem], deps: IngestDeps) -> list[FrameItem]:
@@ -161,7 +216,7 @@ def _record_frames(
                 )
             )  # since they were looked up: by the reconciler, or another replica
             events: list[FrameProcessed | FrameRejected] = []
-            declared = declared_hashes(ingest)
+            declared = declared_hashes(uow, task_id, [ref.name for ref, _, _ in todo])
             for ref, record, inspection in todo:
                 if ref.name in recorded:
                     continue
@@ -183,7 +238,7 @@ def _record_frames(
         maybe_data_ready(uow, ingest)
 
 
-def _inspect_object(
+async def _inspect_object(
     ref: FrameKey | OutsideTask, record: S3EventRecord, deps: IngestDeps
 ) -> Outcome:
     if isinstance(ref, OutsideTask):
@@ -196,7 +251,7 @@ def _inspect_object(
     if declared_size == 0:
         return Rejection("empty", "the file is empty (0 bytes)")
     try:
-        data = deps.store.get_bytes(
+        data = await deps.store.fetch_bytes(
             record.object_key, max_bytes=deps.max_frame_bytes, etag=record.s3.object.etag
         )
     except ObjectTooLarge:
@@ -209,7 +264,8 @@ def _inspect_object(
             "the object was overwritten after its upload was announced; frames are immutable: "
             "upload a changed frame under a new name",
         )
-    return _inspect_bytes(data, deps.max_frame_pixels)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(deps.decode_pool, _inspect_bytes, data, deps.max_frame_pixels)
 
 
 def _inspect_bytes(data: bytes, max_pixels: int) -> tuple[ImageInfo, str, int] | Rejection:
@@ -260,8 +316,6 @@ def _on_manifest(ref: ManifestKey, record: S3EventRecord, deps: IngestDeps) -> N
             ingest.manifest_error = error
             uow.session.add(ingest)
             return
-        ingest.manifest = [{"name": e.name, "sha256": e.sha256} for e in entries]
-        ingest.manifest_error = None
-        uow.session.add(ingest)
+        replace_manifest(uow, ingest, entries)
         reject_mismatched_hashes(uow, ingest)
         maybe_data_ready(uow, ingest)

@@ -8,7 +8,7 @@ from typing import Any
 from sqlmodel import Session, col
 
 from ingest.models import Frame, FramePublic
-from labelloop.db import insert_rows, rows_in
+from labelloop.bulk import insert_rows, stored_rows
 from labelloop.projections import Projection, task_documents
 from schemas.events import FrameProcessed, FrameRejected
 
@@ -37,7 +37,7 @@ def apply_frame_events(session: Session, events: Sequence[FrameProcessed | Frame
         names = {event.data.frame for event in task_events}
         stored = {
             frame.name: frame
-            for frame in rows_in(session, Frame, Frame.name, names, Frame.task_id == task_id)
+            for frame in stored_rows(session, Frame, "name", names, task_id=task_id)
         }
         new: dict[str, dict[str, Any]] = {}
         for event in task_events:

@@ -176,17 +176,17 @@ class Reconciler:
         since = utcnow() - self.horizon
         with Session(self.deps.transactions.engine) as session:
             rows = session.exec(
-                select(Task.id, TaskIngest.frames_seen, TaskIngest.manifest)
+                select(Task.id, TaskIngest.frames_seen, TaskIngest.declared)
                 .join(TaskIngest, col(TaskIngest.task_id) == col(Task.id), isouter=True)
                 .where(col(TaskIngest.data_ready_at).is_(None), col(Task.created_at) >= since)
             ).all()
-        return {task_id: (seen or 0, manifest is not None) for task_id, seen, manifest in rows}
+        return {task_id: (seen or 0, declared is not None) for task_id, seen, declared in rows}
 
     def _recorded(self, task_id: str) -> tuple[set[str], bool]:
         with Session(self.deps.transactions.engine) as session:
             names = session.exec(select(Frame.name).where(Frame.task_id == task_id)).all()
             ingest = session.get(TaskIngest, task_id)
-        return set(names), ingest is not None and ingest.manifest is not None
+        return set(names), ingest is not None and ingest.declared is not None
 
     def _announce(self, task_id: str, chunk: list[ListedObject], listed: int) -> None:
         keys = [item.key for item in chunk]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
 from labeler_assist.models import (
     Annotation,
@@ -15,7 +15,7 @@ from labeler_assist.models import (
     LabelCounter,
     Preannotation,
 )
-from labelloop.db import insert_rows, rows_in
+from labelloop.bulk import found_keys, insert_rows, stored_rows
 from labelloop.projections import Projection, task_documents
 from schemas.events import (
     FrameProcessed,
@@ -62,16 +62,9 @@ def apply_views(session: Session, events: Sequence[FrameProcessed | JobCreated])
     seen: set[object] = set()
     for task_id in {event.data.task_id for event in frames}:
         names = [event.data.frame for event in frames if event.data.task_id == task_id]
-        found = session.exec(
-            select(AssistFrame.name).where(
-                AssistFrame.task_id == task_id, col(AssistFrame.name).in_(names)
-            )
-        )
+        found = found_keys(session, AssistFrame, "name", names, task_id=task_id)
         seen.update((task_id, name) for name in found)
-    if jobs:
-        ids = [event.data.job_id for event in jobs]
-        found_ids = session.exec(select(AssistJob.id).where(col(AssistJob.id).in_(ids)))
-        seen.update(found_ids)
+    seen.update(found_keys(session, AssistJob, "id", [event.data.job_id for event in jobs]))
     frame_rows: list[dict[str, Any]] = []
     job_rows: list[dict[str, Any]] = []
     for event in events:
@@ -130,9 +123,7 @@ def apply_labels_batch(session: Session, events: Sequence[LabelsSubmitted]) -> N
         frames = [frame for task, frame in latest if task == task_id]
         rows = {
             row.frame: row
-            for row in rows_in(
-                session, Annotation, Annotation.frame, frames, Annotation.task_id == task_id
-            )
+            for row in stored_rows(session, Annotation, "frame", frames, task_id=task_id)
         }
         new = []
         for frame in frames:
@@ -159,23 +150,15 @@ def apply_labels_batch(session: Session, events: Sequence[LabelsSubmitted]) -> N
 
 def apply_preannotations_batch(session: Session, events: Sequence[PreannotationReady]) -> None:
     """:func:`apply_preannotation_ready` for a batch: the first of each key wins, one lookup
-    per task."""
-    first: dict[tuple[str, str, int], PreannotationReady] = {}
+    per task and model version."""
+    first: dict[tuple[str, int], dict[str, PreannotationReady]] = {}
     for event in events:
         data = event.data
-        first.setdefault((data.task_id, data.frame, data.model_version), event)
-    for task_id in {task for task, _, _ in first}:
-        frames = list({frame for task, frame, _ in first if task == task_id})
-        known = {
-            (row.frame, row.model_version)
-            for row in rows_in(
-                session,
-                Preannotation,
-                Preannotation.frame,
-                frames,
-                Preannotation.task_id == task_id,
-            )
-        }
+        first.setdefault((data.task_id, data.model_version), {}).setdefault(data.frame, event)
+    for (task_id, version), by_frame in first.items():
+        known = found_keys(
+            session, Preannotation, "frame", by_frame, task_id=task_id, model_version=version
+        )
         insert_rows(
             session,
             Preannotation,
@@ -188,8 +171,8 @@ def apply_preannotations_batch(session: Session, events: Sequence[PreannotationR
                     "backend": event.data.backend,
                     "created_at": event.time,
                 }
-                for (task, frame, version), event in first.items()
-                if task == task_id and (frame, version) not in known
+                for frame, event in by_frame.items()
+                if frame not in known
             ],
         )
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from labelloop.db import insert_rows, rows_in
+from labelloop.bulk import found_keys, insert_rows, stored_rows
 from labelloop.projections import Projection, task_documents
 from schemas.events import (
     FrameProcessed,
@@ -49,13 +49,7 @@ def apply_labels_batch(session: Session, events: Sequence[LabelsSubmitted]) -> N
         frames = [frame for task, frame in latest if task == task_id]
         rows = {
             row.frame: row
-            for row in rows_in(
-                session,
-                TrainingLabel,
-                TrainingLabel.frame,
-                frames,
-                TrainingLabel.task_id == task_id,
-            )
+            for row in stored_rows(session, TrainingLabel, "frame", frames, task_id=task_id)
         }
         for frame, row in rows.items():
             row.boxes = latest[(task_id, frame)]
@@ -83,16 +77,7 @@ def apply_frames_batch(session: Session, events: Sequence[FrameProcessed]) -> No
         first.setdefault((event.data.task_id, event.data.frame), event)
     for task_id in {task for task, _ in first}:
         frames = [frame for task, frame in first if task == task_id]
-        known = {
-            row.frame
-            for row in rows_in(
-                session,
-                TrainingFrame,
-                TrainingFrame.frame,
-                frames,
-                TrainingFrame.task_id == task_id,
-            )
-        }
+        known = found_keys(session, TrainingFrame, "frame", frames, task_id=task_id)
         insert_rows(
             session,
             TrainingFrame,
