@@ -3,6 +3,7 @@ service, then the run's own process), and a low-priority run preempted by an urg
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -273,7 +274,12 @@ async def test_aggressive_preemption_checkpoints_and_resumes(
     assert low_row.finished_at is not None and urgent_row.finished_at is not None
     assert urgent_row.finished_at < low_row.finished_at, "the urgent run went first"
 
+    # the run's last event is committed with its status and reaches Kafka through the relay
+    deadline = time.monotonic() + 60
     events = await trainer_events(test_settings, low)
+    while not any(e["type"] in ENDINGS for e in events) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        events = await trainer_events(test_settings, low)
     [preempted] = [e for e in events if e["type"] == PREEMPTED]
     data = preempted["data"]
     assert data["preempted_by"] == urgent_row.id and data["epochs"] == EPOCHS
