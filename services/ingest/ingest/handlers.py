@@ -80,23 +80,25 @@ async def handle_storage_events(notifications: list[S3EventNotification], deps: 
 async def handle_records(records: list[S3EventRecord], deps: IngestDeps) -> None:
     """Created objects, notified or listed by the reconciler, each recorded once by key.
 
-    Each task's new frames are fetched side by side and recorded in one transaction; then the
-    manifests, which check the frames' hashes whichever came first.
+    Taken in their order: the frames up to a manifest are fetched side by side and recorded
+    (each task's in one transaction per chunk), then that manifest, which checks the frames'
+    hashes whichever came first. So a task whose manifest comes early in a busy batch is
+    complete without waiting for the frames of the tasks behind it.
     """
     frames: list[FrameItem] = []
-    manifests: list[tuple[ManifestKey, S3EventRecord]] = []
     for record in records:
         if not record.is_created or record.bucket != deps.store.bucket:
             continue
         ref = parse_key(record.object_key)
         if isinstance(ref, ManifestKey):
-            manifests.append((ref, record))
+            if frames:
+                await _on_frames(frames, deps)
+                frames = []
+            await asyncio.to_thread(_on_manifest, ref, record, deps)
         elif ref is not None:
             frames.append((ref, record))
     if frames:
         await _on_frames(frames, deps)
-    for manifest, record in manifests:
-        await asyncio.to_thread(_on_manifest, manifest, record, deps)
 
 
 def _message_id(record: S3EventRecord) -> str:
