@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from sqlmodel import Session, select
 
 from ingest.handlers import IngestDeps, handle_records
@@ -71,3 +72,47 @@ async def test_one_batch_of_two_tasks_records_each_frame_once_and_redelivery_cha
         again = Counter(row.event_type for row in session.exec(select(OutboxMessage)))
         assert len(session.exec(select(Frame)).all()) == 5
     assert again == first
+
+
+@pytest.mark.parametrize("manifest_first", [True, False])
+async def test_a_frame_whose_hash_differs_from_the_manifest_is_rejected_in_either_order(
+    deps: IngestDeps, manifest_first: bool
+) -> None:
+    """Manifest first: each batch's frames are checked against their own entries. Manifest
+    last: the frames already processed are checked page by page. Either way the listing that
+    completes the task leaves the refused frame out."""
+    import hashlib
+    import json
+
+    from schemas.events import TaskFramesListed
+
+    store = deps.store
+    assert isinstance(store, MemoryStore)
+    good = hashlib.sha256(store.objects[f"tasks/{TASK}/data/f0.jpg"]).hexdigest()
+    manifest = {
+        "files": [
+            {"name": "f0.jpg", "sha256": good},
+            {"name": "f1.jpg", "sha256": "0" * 64},
+            "f2.jpg",
+        ]
+    }
+    manifest_key = f"tasks/{TASK}/manifest.json"
+    store.objects[manifest_key] = json.dumps(manifest).encode()
+    frames = [f"tasks/{TASK}/data/f{index}.jpg" for index in range(3)]
+    keys = [manifest_key, *frames] if manifest_first else [*frames, manifest_key]
+    for key in keys:  # one at a time: the manifest's order against the frames is the point
+        record = listed_record(listed(key, len(store.objects[key])), store.bucket)
+        await handle_records([record], deps)
+    engine = deps.transactions.engine
+    with Session(engine) as session:
+        status = {f.name: (f.status, f.code) for f in session.exec(select(Frame))}
+        listings = session.exec(
+            select(OutboxMessage).where(OutboxMessage.event_type == TaskFramesListed.event_type())
+        ).all()
+    assert status == {
+        "f0.jpg": ("processed", None),
+        "f1.jpg": ("rejected", "hash_mismatch"),
+        "f2.jpg": ("processed", None),
+    }
+    [listing] = listings
+    assert TaskFramesListed.model_validate_json(listing.payload).data.frames == ["f0.jpg", "f2.jpg"]

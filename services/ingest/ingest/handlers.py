@@ -218,7 +218,7 @@ def _record_frames(
                 )
             )  # since they were looked up: by the reconciler, or another replica
             events: list[FrameProcessed | FrameRejected] = []
-            declared = declared_hashes(uow, task_id, [ref.name for ref, _, _ in todo])
+            declared = declared_hashes(uow, ingest, [ref.name for ref, _, _ in todo])
             for ref, record, inspection in todo:
                 if ref.name in recorded:
                     continue

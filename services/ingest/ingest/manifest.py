@@ -21,6 +21,7 @@ from ingest.domain import ManifestEntry, Rejection
 from ingest.frame_events import frame_rejected
 from ingest.models import DeclaredFrame, Frame, TaskIngest
 from labelloop.bulk import found_keys, insert_rows
+from labelloop.db import in_chunks
 from labelloop.messaging.outbox import UnitOfWork
 from schemas.envelope import utcnow
 from schemas.events import (
@@ -35,8 +36,6 @@ FLUSH_PARTS = 20
 """Listing parts recorded between two flushes of the outbox (10,000 names)."""
 PAGE = 500
 """Manifest entries read per query."""
-LOOKUP_CHUNK = 500
-"""Names per ``IN (...)`` lookup (SQLite allows 32,766 parameters; PostgreSQL 65,535)."""
 
 
 def lock_task(uow: UnitOfWork, task_id: str, *, seen: int = 1) -> TaskIngest:
@@ -55,15 +54,18 @@ def lock_task(uow: UnitOfWork, task_id: str, *, seen: int = 1) -> TaskIngest:
     return ingest
 
 
-def declared_hashes(uow: UnitOfWork, task_id: str, names: list[str]) -> dict[str, str]:
+def declared_hashes(uow: UnitOfWork, ingest: TaskIngest, names: list[str]) -> dict[str, str]:
     """The sha256 the manifest declares for each of ``names`` that has one: the batch's own
-    entries, looked up by key, so a big task's manifest is never loaded for a batch."""
+    entries, looked up by key, so a big task's manifest is never loaded for a batch (and no
+    query at all before the manifest has come)."""
+    if not ingest.declared:
+        return {}
     found: dict[str, str] = {}
-    for start in range(0, len(names), LOOKUP_CHUNK):
+    for chunk in in_chunks(names):
         rows = uow.session.exec(
             select(DeclaredFrame.name, DeclaredFrame.sha256).where(
-                DeclaredFrame.task_id == task_id,
-                col(DeclaredFrame.name).in_(names[start : start + LOOKUP_CHUNK]),
+                DeclaredFrame.task_id == ingest.task_id,
+                col(DeclaredFrame.name).in_(chunk),
                 col(DeclaredFrame.sha256).is_not(None),
             )
         )
