@@ -270,7 +270,8 @@ def audit_task(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The whole document as JSON.")] = False,
 ) -> None:
-    """A task's state and timeline: frames, who labeled what, which model pre-annotated what."""
+    """A task's state and timeline: frames, who labeled what, which model pre-annotated what,
+    which labels a model that never trained on them found suspect."""
     from labelloop.audit import UnknownTask, task_audit
     from labelloop.composition import projections
     from labelloop.db import get_engine
@@ -291,6 +292,24 @@ def audit_task(
         f"{len(document['annotations'])} labeled, {len(document['models'])} model versions, "
         f"{len(document['webhook_deliveries'])} webhook deliveries"
     )
+    suspect = [
+        (check["frame"], issue)
+        for check in document.get("label_checks", [])
+        for issue in check["issues"]
+    ]
+    if suspect:
+        issues = Table("frame", "kind", "box", "score", "checked by", title="label issues")
+        checker = {check["frame"]: check["model_version"] for check in document["label_checks"]}
+        for frame, issue in sorted(suspect, key=lambda item: -float(item[1]["score"])):
+            box = issue["box"]
+            issues.add_row(
+                frame,
+                issue["kind"] + (f" → {issue['suggested']}" if issue.get("suggested") else ""),
+                f"{box['label']} ({box['x']:.0f}, {box['y']:.0f}, {box['w']:.0f}x{box['h']:.0f})",
+                f"{float(issue['score']):.2f}",
+                f"v{checker[frame]}",
+            )
+        console.print(issues)
     for event in document["unpublished"]:
         console.print(
             f"[red]never published[/red] {event['type']} {event['event_id']} "

@@ -191,6 +191,14 @@ class Settings(BaseSettings):
     """The confidence pre-annotations are served at: models are gated on recall/precision here."""
     serve_iou: Annotated[float, Field(gt=0, lt=1)] = 0.7
     """NMS IoU threshold, Ultralytics' default."""
+    assist_score_floor: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    """Models detect down to this confidence: pre-annotations show the boxes from
+    ``serve_conf`` up, the ranking of frames and the label checks weigh the fainter ones too."""
+    assist_issue_conf: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    """How sure a model must be to call a label wrong (a detection's score, or 1 minus the best
+    score near a label no detection supports)."""
+    assist_ranked_top: Annotated[int, Field(ge=1, le=500)] = 50
+    """Frames a ``frames.ranked`` event lists (the top of the ranking)."""
     trainer_min_recall: Annotated[float, Field(ge=0, le=1)] = 0.5
     trainer_min_precision: Annotated[float, Field(ge=0, le=1)] = 0.5
     trainer_gpu_min_free_mib: Annotated[int, Field(ge=0)] = 2048
@@ -255,6 +263,11 @@ class Settings(BaseSettings):
                     f"LABELLOOP_ADMIN_TOKEN has {len(self.admin_token)} characters; outside local "
                     f"use it needs at least {MIN_ADMIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
                 )
+        if self.assist_score_floor > self.serve_conf:
+            raise ValueError(
+                f"LABELLOOP_ASSIST_SCORE_FLOOR={self.assist_score_floor} is above "
+                f"LABELLOOP_SERVE_CONF={self.serve_conf}: served boxes would go missing"
+            )
         self._check_kafka_security()
         return self
 

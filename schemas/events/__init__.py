@@ -41,8 +41,16 @@ from schemas.events.jobgen import (
     TaskJobsReadyData,
 )
 from schemas.events.labels import (
+    MAX_ISSUES_PER_EVENT,
+    CheckedFrame,
     FrameLabels,
+    FramesRanked,
+    FramesRankedData,
+    IssueKind,
     LabeledBox,
+    LabelIssue,
+    LabelIssuesFound,
+    LabelIssuesFoundData,
     LabelsSubmitted,
     LabelsSubmittedData,
     LabelsThresholdReached,
@@ -50,6 +58,7 @@ from schemas.events.labels import (
     PreannotationReady,
     PreannotationReadyData,
     PredictedBox,
+    RankedFrame,
 )
 from schemas.events.tasks import (
     TaskCreated,
@@ -81,8 +90,10 @@ __all__ = [
     "EVENT_TYPES",
     "MAX_BOXES_PER_FRAME",
     "MAX_FRAMES_PER_EVENT",
+    "MAX_ISSUES_PER_EVENT",
     "PROJECT_TOPICS",
     "RECOVERED_PER_EVENT",
+    "CheckedFrame",
     "EventData",
     "FrameLabels",
     "FrameName",
@@ -91,8 +102,14 @@ __all__ = [
     "FrameRejectCode",
     "FrameRejected",
     "FrameRejectedData",
+    "FramesRanked",
+    "FramesRankedData",
+    "IssueKind",
     "JobCreated",
     "JobCreatedData",
+    "LabelIssue",
+    "LabelIssuesFound",
+    "LabelIssuesFoundData",
     "LabeledBox",
     "LabelsSubmitted",
     "LabelsSubmittedData",
@@ -108,6 +125,7 @@ __all__ = [
     "PreannotationReady",
     "PreannotationReadyData",
     "PredictedBox",
+    "RankedFrame",
     "TaskCreated",
     "TaskCreatedData",
     "TaskDataReady",
@@ -140,7 +158,13 @@ EVENTS_BY_TOPIC: dict[Topic, tuple[type[CloudEvent[EventData]], ...]] = {
         ObjectsRecovered,
     ),
     Topic.JOBGEN_EVENTS: (JobCreated, TaskJobsReady),  # type: ignore[dict-item]
-    Topic.LABELS_EVENTS: (LabelsSubmitted, LabelsThresholdReached, PreannotationReady),  # type: ignore[dict-item]
+    Topic.LABELS_EVENTS: (  # type: ignore[dict-item]
+        LabelsSubmitted,
+        LabelsThresholdReached,
+        PreannotationReady,
+        FramesRanked,
+        LabelIssuesFound,
+    ),
     Topic.TRAINER_EVENTS: (  # type: ignore[dict-item]
         TrainingStarted,
         ModelPublished,

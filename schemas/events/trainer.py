@@ -43,6 +43,13 @@ class ModelPublishedData(EventData):
         pattern=r"^[0-9a-f]{64}$",
         description="sha256 of model.pt as written; the next run warm-starts only from a match.",
     )
+    trained_frames_key: str | None = Field(
+        default=None,
+        description="The registry's JSON list of the frames this version trained on (its "
+        "ancestors' are among them: a frame's split never changes); frames outside it are "
+        "out of sample, so their labels can be checked. None in events from before it was kept.",
+    )
+    trained_frames_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class ModelRejectedData(EventData):

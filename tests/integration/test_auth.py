@@ -56,6 +56,8 @@ def test_roles_and_task_scopes(api: ApiServer, client: LabelloopClient) -> None:
         f"/api/tasks/{task_b}/jobs",
         f"/api/tasks/{task_b}/frames",
         f"/api/tasks/{task_b}/models",
+        f"/api/tasks/{task_b}/next-frames",
+        f"/api/tasks/{task_b}/label-issues",
         f"/api/jobs/{task_b}-job/annotations",
         f"/api/jobs/{task_b}-job/preannotations",
     ):
@@ -66,6 +68,10 @@ def test_roles_and_task_scopes(api: ApiServer, client: LabelloopClient) -> None:
         == 404
     )
     assert call(api, a_token, "GET", f"/api/jobs/{task_a}-job/annotations").status_code == 200
+    ranked = call(api, a_token, "GET", f"/api/tasks/{task_a}/next-frames").json()
+    assert ranked == {"model_version": None, "strategy": "spread", "frames": []}
+    unchecked = call(api, a_token, "GET", f"/api/tasks/{task_a}/label-issues")
+    assert unchecked.status_code == 409 and "no model has checked" in unchecked.json()["detail"]
     # admin-only routes
     assert (
         call(api, a_token, "POST", "/api/tasks", json={"name": "x", "labels": ["y"]}).status_code

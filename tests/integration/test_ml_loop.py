@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -137,9 +138,100 @@ def test_labels_train_a_model_that_preannotates_the_rest(
     assert document["task"] == audit["task"] and document["models"] == audit["models"]
     assert [e["id"] for e in document["events"]][: len(audit["events"])] == list(by_id)
 
-    # the whole loop rebuilt from Kafka alone: models and pre-annotations included
+    check_guidance(client, task_id, job, held_out, labeled, truth, frames)
+
+    # the whole loop rebuilt from Kafka alone: models, pre-annotations and label checks included
     tasks = [task_id, task_b.task["id"]]
     wait_quiet(get_engine(api.settings.database_url), tasks)
     live, _ = assert_replay_matches(api.settings.database_url, new_database_url, since, tasks)
     assert len(live["preannotations"]) == HELD_OUT and len(live["model_versions"]) == 1
     assert sum(len(row["boxes"]) for row in live["preannotations"]) >= found
+
+
+RANKED = "io.labelloop.frames.ranked.v1"
+ISSUES = "io.labelloop.labels.issues-found.v1"
+
+
+def check_guidance(
+    client: LabelloopClient,
+    task_id: str,
+    job: dict[str, Any],
+    held_out: list[str],
+    labeled: list[str],
+    truth: dict[str, list[Box]],
+    preannotated: dict[str, dict[str, Any]],
+) -> None:
+    """What to label next and which labels look wrong, after the first model."""
+    assert wait_until(lambda: events(client, task_id, RANKED), timeout_s=60)
+    [ranked] = events(client, task_id, RANKED)
+    assert ranked["data"]["model_version"] == 1 and ranked["data"]["strategy"] == "uncertainty"
+    assert ranked["data"]["unlabeled"] == HELD_OUT
+    assert {f["frame"] for f in ranked["data"]["frames"]} == set(held_out)
+    answer = client.request("GET", f"/api/tasks/{task_id}/next-frames?limit=5")
+    assert answer["model_version"] == 1 and answer["strategy"] == "uncertainty"
+    assert [f["frame"] for f in answer["frames"]] == [
+        f["frame"] for f in ranked["data"]["frames"][:5]
+    ], "the route and the event rank alike"
+    scores = [f["score"] for f in answer["frames"]]
+    assert scores == sorted(scores, reverse=True)
+
+    # the first model checked the labeled frames it did not train on (its val split)
+    assert wait_until(lambda: events(client, task_id, ISSUES), timeout_s=60)
+    [first] = events(client, task_id, ISSUES)
+    checked = {c["frame"] for c in first["data"]["checked"]}
+    assert first["data"]["trigger"] == "model.published" and checked
+    assert checked < set(labeled), "frames it trained on are not checked by it"
+    before = client.request("GET", f"/api/tasks/{task_id}/label-issues")
+    assert before["model_version"] == 1 and before["checked"] == len(checked)
+
+    # new labels with mistakes, checked at once by the model (which never saw those frames)
+    def sure(name: str) -> bool:
+        boxes = preannotated[name]["boxes"]
+        return bool(truth[name]) and all(
+            any(p["score"] >= 0.6 and iou(p, box) >= 0.6 for p in boxes) for box in truth[name]
+        )
+
+    dropped, padded = [name for name in held_out if sure(name)][:2]
+    empty = next(
+        Box("box", x, y, 24, 24)
+        for x in range(4, 160, 12)
+        for y in range(4, 110, 12)
+        if all(
+            iou({"x": x, "y": y, "w": 24, "h": 24}, b) == 0
+            for b in truth[padded]
+            + [Box("box", p["x"], p["y"], p["w"], p["h"]) for p in preannotated[padded]["boxes"]]
+        )
+    )
+    wrong = {
+        "frames": [
+            {"frame": dropped, "boxes": [asdict(b) for b in truth[dropped][1:]]},
+            {"frame": padded, "boxes": [asdict(b) for b in [*truth[padded], empty]]},
+        ]
+    }
+    client.request("PUT", f"/api/jobs/{job['id']}/annotations", json=wrong)
+
+    def submitted_checks() -> list[dict[str, Any]]:
+        found = events(client, task_id, ISSUES)
+        return [e for e in found if e["data"]["trigger"] == "labels.submitted"]
+
+    assert wait_until(submitted_checks, timeout_s=60)
+    issues = client.request("GET", f"/api/tasks/{task_id}/label-issues")["issues"]
+    kinds = {(i["frame"], i["kind"]) for i in issues}
+    assert (dropped, "missing") in kinds and (padded, "spurious") in kinds, issues
+    [spurious] = [i for i in issues if (i["frame"], i["kind"]) == (padded, "spurious")]
+    assert (spurious["box"]["x"], spurious["box"]["y"]) == (empty.x, empty.y)
+    only = client.request("GET", f"/api/tasks/{task_id}/label-issues?kind=spurious")["issues"]
+    assert only and {i["kind"] for i in only} == {"spurious"}
+
+    # fixed: the new labels are checked again and the issues are gone
+    client.request(
+        "PUT", f"/api/jobs/{job['id']}/annotations", json=annotations_body([dropped, padded], truth)
+    )
+    assert wait_until(lambda: len(submitted_checks()) == 2, timeout_s=60)
+    after = client.request("GET", f"/api/tasks/{task_id}/label-issues")["issues"]
+    assert not {(i["frame"], i["kind"]) for i in after} & {
+        (dropped, "missing"),
+        (padded, "spurious"),
+    }
+    answer = client.request("GET", f"/api/tasks/{task_id}/next-frames?limit=100")
+    assert {f["frame"] for f in answer["frames"]} == set(held_out) - {dropped, padded}

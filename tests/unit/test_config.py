@@ -60,3 +60,9 @@ def test_local_settings_never_serve_other_machines(host: str) -> None:
         Settings(api_host=host)
     for loopback in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
         assert Settings(api_host=loopback).api_host == loopback
+
+
+def test_the_score_floor_may_not_hide_served_boxes() -> None:
+    with pytest.raises(ValidationError, match="ASSIST_SCORE_FLOOR"):
+        Settings(assist_score_floor=0.3, serve_conf=0.25)
+    assert Settings(assist_score_floor=0.25, serve_conf=0.25).assist_score_floor == 0.25

@@ -278,6 +278,7 @@ def test_replaying_what_the_services_recorded_builds_the_same_rows(
         "webhook_deliveries",
         "annotations",
         "preannotations",
+        "label_checks",
         "models",
         "unpublished",
         "events",

@@ -102,7 +102,7 @@ def test_topic_union_refuses_unknown_types_and_versions() -> None:
 
 def test_every_event_type_is_registered_once() -> None:
     all_classes = [cls for classes in EVENTS_BY_TOPIC.values() for cls in classes]
-    assert len(EVENT_TYPES) == len(all_classes) == 18
+    assert len(EVENT_TYPES) == len(all_classes) == 20
     assert all(name.startswith("io.labelloop.") and name.endswith(".v1") for name in EVENT_TYPES)
 
 

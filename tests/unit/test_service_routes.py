@@ -14,6 +14,8 @@ EVERY_SERVICE_ROUTE = {
     ("GET", "/api/tasks/{task_id}/jobs"),  # jobgen
     ("PUT", "/api/jobs/{job_id}/annotations"),  # labeler-assist
     ("GET", "/api/jobs/{job_id}/preannotations"),  # labeler-assist
+    ("GET", "/api/tasks/{task_id}/next-frames"),  # labeler-assist
+    ("GET", "/api/tasks/{task_id}/label-issues"),  # labeler-assist
     ("POST", "/api/webhooks"),  # webhooks
     ("GET", "/api/tasks/{task_id}/models"),  # trainer
 }

@@ -199,7 +199,7 @@ def test_every_service_subscribes_as_it_did_before_typed_handlers() -> None:
         "webhooks": ("labelloop-webhooks", everything),
         "labeler-assist": (
             "labelloop-labeler-assist",
-            (Topic.INGEST_EVENTS, Topic.JOBGEN_EVENTS, Topic.TRAINER_EVENTS),
+            (Topic.INGEST_EVENTS, Topic.JOBGEN_EVENTS, Topic.LABELS_EVENTS, Topic.TRAINER_EVENTS),
         ),
         "trainer": ("labelloop-trainer", (Topic.INGEST_EVENTS, Topic.LABELS_EVENTS)),
     }

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from labelloop.config import Settings
 from labelloop_tools.bench_consumers import bench_consumers
+from labelloop_tools.bench_guidance import bench_active_learning, bench_label_qa
 from labelloop_tools.bench_ingest import bench_ingest, bench_ingest_backlog, bench_ingest_real
 from labelloop_tools.bench_replay import bench_replay
 from labelloop_tools.bench_scale import bench_scale
@@ -302,6 +303,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "consumers": bench_consumers,
     "replay": bench_replay,
     "scale": bench_scale,
+    "label_qa": bench_label_qa,
+    "active_learning": bench_active_learning,
 }
 
 

@@ -16,7 +16,7 @@ from rich.table import Table
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from labelloop.client import LabelloopClient
+from labelloop.client import LabelloopClient, LabelloopError
 from labelloop.config import Settings
 from labelloop.progress import create_task_with_progress, frame_files
 from labelloop_tools.synthetic import Box, annotations_body
@@ -289,7 +289,31 @@ def run_model_loop_demo(
             frames = client.request("GET", f"/api/jobs/{job['id']}/preannotations")["frames"]
             time.sleep(0.5)
     _show_preannotations(frames, truth, frames_dir, out_dir / "preannotated.png", console)
+    with LabelloopClient(base, settings.admin_token) as client:
+        _show_advice(client, task_id, console)
     return LoopOutcome(task_id, outcome, round(waited.total_seconds(), 1), len(frames), rest)
+
+
+def _show_advice(client: LabelloopClient, task_id: str, console: Console) -> None:
+    """What the model says to label next, and which labels it checked and found suspect."""
+    ranked = client.request("GET", f"/api/tasks/{task_id}/next-frames?limit=5")
+    top = ", ".join(f"{f['frame']} ({f['score']:.2f})" for f in ranked["frames"])
+    console.print(f"label next ({ranked['strategy']}, v{ranked['model_version']}): {top}")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            found = client.request("GET", f"/api/tasks/{task_id}/label-issues?limit=3")
+            break
+        except LabelloopError:  # 409 until the model has checked the labels it did not train on
+            if time.monotonic() > deadline:
+                console.print("label issues: no check finished within 60 s")
+                return
+            time.sleep(1)
+    issues = "; ".join(f"{i['frame']} {i['kind']} ({i['score']:.2f})" for i in found["issues"])
+    console.print(
+        f"label issues: {found['checked']} labeled frames checked by v{found['model_version']} "
+        f"(frames it did not train on): {issues or 'none'}"
+    )
 
 
 def _event_time(event: dict[str, Any]) -> datetime:

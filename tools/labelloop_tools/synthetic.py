@@ -40,27 +40,48 @@ def annotations_body(frames: Iterable[str], truth: dict[str, list[Box]]) -> dict
     }
 
 
+COLOURS = {LABEL: (240, 130, 20), "tag": (20, 200, 230)}
+"""Each class's colour; a frame may draw boxes of several (``labels``)."""
+HARD_DIMMING = 0.3
+"""A hard frame's boxes keep this share of their colour over the noise, and are small."""
+
+
 def synthetic_frame(
-    seed: int, size: tuple[int, int] = DEFAULT_SIZE, max_boxes: int = 3
+    seed: int,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    max_boxes: int = 3,
+    *,
+    hard: bool = False,
+    labels: tuple[str, ...] = (LABEL,),
 ) -> tuple[Image.Image, list[Box]]:
-    """One frame and its boxes; the same seed always gives the same frame."""
+    """One frame and its boxes; the same seed always gives the same frame.
+
+    ``hard``: small boxes, dim against the noise (what a young model misses). ``labels``: the
+    classes drawn, each in its colour (:data:`COLOURS`).
+    """
     rng = random.Random(seed)
     width, height = size
     noise = bytes(rng.randrange(0, 48) for _ in range(width * height))
     image = Image.merge("RGB", [Image.frombytes("L", size, noise)] * 3)
     draw = ImageDraw.Draw(image)
     boxes: list[Box] = []
+    smallest, largest = (14, 8) if hard else (8, 3)
     for _ in range(rng.randint(1, max_boxes)):
-        w = rng.randint(width // 8, width // 3)
-        h = rng.randint(height // 8, height // 3)
+        w = rng.randint(width // smallest, width // largest)
+        h = rng.randint(height // smallest, height // largest)
         for _attempt in range(20):  # keep boxes apart so ground truth is unambiguous
             x, y = rng.randint(0, width - w - 1), rng.randint(0, height - h - 1)
             if all(x + w < b.x or b.x + b.w < x or y + h < b.y or b.y + b.h < y for b in boxes):
                 break
         else:
             continue
-        draw.rectangle([x, y, x + w - 1, y + h - 1], fill=(240, 130 + rng.randint(0, 40), 20))
-        boxes.append(Box(LABEL, float(x), float(y), float(w), float(h)))
+        label = labels[0] if len(labels) == 1 else rng.choice(labels)
+        red, green, blue = COLOURS[label]
+        green += rng.randint(0, 40)
+        if hard:
+            red, green, blue = (int(24 + (c - 24) * HARD_DIMMING) for c in (red, green, blue))
+        draw.rectangle([x, y, x + w - 1, y + h - 1], fill=(red, green, blue))
+        boxes.append(Box(label, float(x), float(y), float(w), float(h)))
     return image, boxes
 
 

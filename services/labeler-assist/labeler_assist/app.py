@@ -5,21 +5,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from labeler_assist import IDENTITY
 from labeler_assist.domain import InvalidAnnotation
+from labeler_assist.guidance import check_labels, current_issues, ranking, record_ranking
 from labeler_assist.handlers import remember
 from labeler_assist.labels import NotFound, NotPermitted, NotYetKnown, submit_labels
 from labeler_assist.lookups import find_job
 from labeler_assist.models import Annotation, AssistFrame, Preannotation
-from labeler_assist.preannotation import ModelServer
+from labeler_assist.preannotation import ModelServer, TrainedOn
 from labeler_assist.projections import PROJECTION
 from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from labelloop.api.tasks import require_task
 from labelloop.db import in_chunks
 from labelloop.messaging.outbox import Transactions
 from labelloop.messaging.subscribers import EventSubscribers
@@ -29,11 +32,16 @@ from schemas.events import (
     MAX_FRAMES_PER_EVENT,
     FrameLabels,
     FrameProcessed,
+    FramesRanked,
+    IssueKind,
     JobCreated,
+    LabelIssue,
+    LabelIssuesFound,
     LabelsSubmitted,
     LabelsThresholdReached,
     ModelPublished,
     PreannotationReady,
+    RankedFrame,
 )
 
 __all__ = ["IDENTITY", "register", "router", "subscribers"]
@@ -51,7 +59,14 @@ class AssistDeps:
 
 
 subscribers: EventSubscribers[AssistDeps] = EventSubscribers(
-    IDENTITY, produces=(LabelsSubmitted, LabelsThresholdReached, PreannotationReady)
+    IDENTITY,
+    produces=(
+        LabelsSubmitted,
+        LabelsThresholdReached,
+        PreannotationReady,
+        FramesRanked,
+        LabelIssuesFound,
+    ),
 )
 
 
@@ -75,7 +90,8 @@ async def on_job_created(events: Sequence[JobCreated], deps: AssistDeps) -> None
 
 @subscribers.handler(ModelPublished)
 async def on_model_published(events: Sequence[ModelPublished], deps: AssistDeps) -> None:
-    """Load each published model version and pre-annotate the task's frames with it."""
+    """Load each published model version, pre-annotate the task's frames with it, announce
+    what to label next, and check every label it did not train on."""
     for event in events:
         with Session(deps.engine) as session:
             task = session.get(Task, event.data.task_id)
@@ -86,8 +102,22 @@ async def on_model_published(events: Sequence[ModelPublished], deps: AssistDeps)
             continue
         data = event.data
         server = deps.server
-        await server.load(task.id, data.version, data.onnx_key, list(task.labels), data.onnx_sha256)
+        trained_on = TrainedOn(data.trained_frames_key, data.trained_frames_sha256)
+        await server.load(
+            task.id, data.version, data.onnx_key, list(task.labels), data.onnx_sha256, trained_on
+        )
         await server.preannotate(task.id, list(frames), cause=event)
+        await asyncio.to_thread(record_ranking, server, task.id, event)
+        await check_labels(server, task.id, None, "model.published", event)
+
+
+@subscribers.handler(LabelsSubmitted)
+async def on_labels_submitted(events: Sequence[LabelsSubmitted], deps: AssistDeps) -> None:
+    """Check new labels at once with the serving version, which never trained on them."""
+    for event in events:
+        data = event.data
+        frames = [item.frame for item in data.annotations]
+        await check_labels(deps.server, data.task_id, frames, "labels.submitted", event)
 
 
 def register(runtime: Runtime) -> None:
@@ -219,4 +249,76 @@ def get_preannotations(
             for name in job.frames
             if name in newest
         ]
+    )
+
+
+MAX_NEXT_FRAMES = 1000
+"""Frames one ``next-frames`` answer lists at most."""
+
+
+class NextFrames(BaseModel):
+    """What to label next: frames nobody has labeled, most informative first."""
+
+    model_version: int | None = Field(description="The model that ranked them; None: no model.")
+    strategy: str = Field(
+        description="uncertainty: by the model's ambiguity over the frame's boxes (frames it has "
+        "not scored yet follow, spread); spread: no model yet, frames evenly over the task."
+    )
+    frames: list[RankedFrame]
+
+
+@router.get("/tasks/{task_id}/next-frames")
+def next_frames(
+    task_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_NEXT_FRAMES)] = 20,
+) -> NextFrames:
+    """The frames to label next, as the task's current model ranks them."""
+    require_task(session, task_id, principal)
+    ranked = ranking(session, task_id)
+    return NextFrames(
+        model_version=ranked.model_version,
+        strategy=ranked.strategy,
+        frames=[RankedFrame(frame=frame, score=score) for frame, score in ranked.frames[:limit]],
+    )
+
+
+MAX_LABEL_ISSUES = 1000
+"""Issues one ``label-issues`` answer lists at most."""
+
+
+class LabelIssues(BaseModel):
+    """Labels a model that never trained on their frames confidently disagrees with."""
+
+    model_version: int = Field(description="The newest version among the checks shown.")
+    checked: int = Field(description="Labeled frames whose current labels were checked.")
+    issues: list[LabelIssue]
+
+
+@router.get(
+    "/tasks/{task_id}/label-issues",
+    responses={409: {"description": "No model has checked the task's labels yet."}},
+)
+def label_issues(
+    task_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_LABEL_ISSUES)] = 100,
+    kind: Annotated[IssueKind | None, Query(description="Only issues of this kind.")] = None,
+) -> LabelIssues:
+    """The task's suspect labels, most likely first (each frame's newest check of its labels)."""
+    require_task(session, task_id, principal)
+    found = current_issues(session, task_id)
+    if found.model_version is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"no model has checked task {task_id}'s labels yet: a published model checks the "
+            "labeled frames it did not train on, and every later label as it is submitted",
+        )
+    issues: list[dict[str, Any]] = [i for i in found.issues if kind is None or i["kind"] == kind]
+    return LabelIssues(
+        model_version=found.model_version,
+        checked=found.checked,
+        issues=[LabelIssue.model_validate(issue) for issue in issues[:limit]],
     )

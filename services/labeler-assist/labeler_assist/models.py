@@ -71,6 +71,10 @@ class ServedModel(SQLModel, table=True):
         default=None, max_length=64, description="As model.published recorded it; checked on load."
     )
     labels: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    trained_frames_key: str | None = Field(
+        default=None, max_length=1024, description="The frames it trained on (registry JSON)."
+    )
+    trained_frames_sha256: str | None = Field(default=None, max_length=64)
     backend: str = Field(max_length=16, description="triton or onnxruntime")
     loaded_at: datetime = Field(default_factory=utcnow)
 
@@ -85,4 +89,21 @@ class Preannotation(SQLModel, table=True):
     model_version: int = Field(primary_key=True)
     boxes: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     backend: str = Field(max_length=16)
+    uncertainty: float | None = Field(
+        default=None, description="How informative labeling the frame would be (quality)."
+    )
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class LabelCheck(SQLModel, table=True):
+    """The newest out-of-sample check of a labeled frame: which labels it checked (their
+    fingerprint) and the issues found; stale once the frame's labels change."""
+
+    __tablename__ = "label_checks"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    frame: str = Field(primary_key=True, max_length=255)
+    model_version: int
+    labels_sha256: str = Field(max_length=16)
+    issues: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    checked_at: datetime = Field(default_factory=utcnow)

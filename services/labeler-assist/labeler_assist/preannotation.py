@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlmodel import Session, col, select
 
 from labeler_assist import IDENTITY
 from labeler_assist.models import Annotation, AssistFrame, Preannotation, ServedModel
+from labeler_assist.quality import Box, frame_uncertainty
 from labelloop.config import Settings
 from labelloop.db import in_chunks
 from labelloop.integrity import NotAsRecorded, read_verified
@@ -35,6 +38,16 @@ log = logging.getLogger(__name__)
 BATCH = 8
 MAX_MODEL_BYTES = 1024 * 1024 * 1024
 """An ONNX file is read no further than this (yolov8x's is ~270 MB)."""
+MAX_TRAINED_LIST_BYTES = 64 * 1024 * 1024
+"""A version's list of trained frames is read no further (a million names of 60 bytes)."""
+
+
+@dataclass(frozen=True)
+class TrainedOn:
+    """Where the registry keeps the frames a version trained on, and the list's hash."""
+
+    key: str | None = None
+    sha256: str | None = None
 
 
 class Detector(Protocol):
@@ -49,6 +62,24 @@ class LoadedModel:
     backend: str
     detector: Detector
     fallback_reason: str | None = None
+    trained: frozenset[str] | None = field(default=None)
+    """The frames this version trained on; None when unknown (a version from before they were
+    kept, or a list that did not verify): such a version checks no labels."""
+
+    def boxes(self, found: list[Any]) -> list[Box]:
+        """A detector's boxes for one image with the task's class names."""
+        names = self.labels
+        return [
+            Box(
+                names[d.label] if d.label < len(names) else str(d.label),
+                round(float(d.x), 1),
+                round(float(d.y), 1),
+                round(float(d.w), 1),
+                round(float(d.h), 1),
+                round(float(d.score), 4),
+            )
+            for d in found
+        ]
 
 
 def triton_model_name(task_id: str) -> str:
@@ -83,11 +114,14 @@ class ModelServer:
         onnx_key: str,
         labels: list[str],
         onnx_sha256: str | None,
+        trained_on: TrainedOn = TrainedOn(),
     ) -> LoadedModel | None:
         """Load ``version`` for the task: Triton first, onnxruntime when Triton cannot serve.
 
         An ONNX file that does not hash to ``onnx_sha256`` (or has none recorded) is refused:
-        the task keeps the model it had (None if none), as when a model cannot load.
+        the task keeps the model it had (None if none), as when a model cannot load. The list
+        of frames it trained on is read too (checked against its hash), so labels are checked
+        only on other frames.
         """
         async with self._locks.setdefault(task_id, asyncio.Lock()):
             current = self._loaded.get(task_id)
@@ -101,6 +135,7 @@ class ModelServer:
                 log.error("task %s: v%d not served: %s", task_id, version, refused)
                 return current
             loaded = await self._load_backend(task_id, version, onnx, labels)
+            loaded.trained = await asyncio.to_thread(self._trained, task_id, trained_on)
             self._loaded[task_id] = loaded
             if current is not None and current.backend == "triton":
                 await current.detector.close()  # type: ignore[attr-defined]
@@ -114,11 +149,26 @@ class ModelServer:
                 )
                 row.version, row.onnx_key, row.labels = version, onnx_key, labels
                 row.onnx_sha256 = onnx_sha256
+                row.trained_frames_key = trained_on.key
+                row.trained_frames_sha256 = trained_on.sha256
                 row.backend = loaded.backend
                 session.add(row)
                 session.commit()
             log.info("task %s: serving v%d with %s", task_id, version, loaded.backend)
             return loaded
+
+    def _trained(self, task_id: str, trained_on: TrainedOn) -> frozenset[str] | None:
+        """The frames a version trained on, if its list is the one the registry wrote."""
+        if trained_on.key is None:
+            return None
+        try:
+            listing = read_verified(
+                self.store, trained_on.key, trained_on.sha256, max_bytes=MAX_TRAINED_LIST_BYTES
+            )
+        except NotAsRecorded as refused:
+            log.warning("task %s: checks no labels: %s", task_id, refused)
+            return None
+        return frozenset(str(name) for name in json.loads(listing))
 
     async def _load_backend(
         self, task_id: str, version: int, onnx: bytes, labels: list[str]
@@ -134,7 +184,7 @@ class ModelServer:
                     triton_model_name(task_id),
                     onnx,
                     imgsz=s.model_imgsz,
-                    conf=s.serve_conf,
+                    conf=s.assist_score_floor,
                     iou=s.serve_iou,
                 )
                 return LoadedModel(task_id, version, labels, "triton", triton)
@@ -145,7 +195,7 @@ class ModelServer:
         from labeler_assist.detectors import OnnxRuntimeDetector
 
         detector = OnnxRuntimeDetector(
-            onnx, imgsz=s.model_imgsz, conf=s.serve_conf, iou=s.serve_iou
+            onnx, imgsz=s.model_imgsz, conf=s.assist_score_floor, iou=s.serve_iou
         )
         return LoadedModel(task_id, version, labels, "onnxruntime", _InProcess(detector), reason)
 
@@ -158,8 +208,9 @@ class ModelServer:
             return None
         if loaded is not None and loaded.version == row.version:
             return loaded
+        trained_on = TrainedOn(row.trained_frames_key, row.trained_frames_sha256)
         return await self.load(
-            task_id, row.version, row.onnx_key, list(row.labels), row.onnx_sha256
+            task_id, row.version, row.onnx_key, list(row.labels), row.onnx_sha256, trained_on
         )
 
     async def preannotate(
@@ -175,22 +226,30 @@ class ModelServer:
         if model is None:
             return 0
         todo, known = await asyncio.to_thread(self._todo, task_id, frames, model.version)
-        refused = 0
-        for start in range(0, len(todo), BATCH):
+        done = 0
+        async for used, batch, detections in self.detect_frames(model, todo, known):
+            await asyncio.to_thread(self._record, used, batch, detections, job_id, cause)
+            done += len(batch)
+        return done
+
+    async def detect_frames(
+        self, model: LoadedModel, frames: list[str], known: dict[str, AssistFrame]
+    ) -> AsyncIterator[tuple[LoadedModel, list[str], list[list[Any]]]]:
+        """The model's boxes for ``frames`` (all in ``known``), a batch at a time: the model
+        that found them (another after a Triton failure), the frames, and their boxes. A frame
+        whose bytes are not those ingest validated is left out (logged)."""
+        for start in range(0, len(frames), BATCH):
             read = await asyncio.gather(
                 *(
                     asyncio.to_thread(self._read_frame, known[name])
-                    for name in todo[start : start + BATCH]
+                    for name in frames[start : start + BATCH]
                 )
             )
-            batch = [n for n, image in zip(todo[start:], read, strict=False) if image is not None]
+            batch = [n for n, image in zip(frames[start:], read, strict=False) if image is not None]
             images = [image for image in read if image is not None]
-            refused += len(read) - len(images)
-            if not images:
-                continue
-            model, detections = await self._detect(model, images)
-            await asyncio.to_thread(self._record, model, batch, detections, job_id, cause)
-        return len(todo) - refused
+            if images:
+                model, detections = await self._detect(model, images)
+                yield model, batch, detections
 
     def _todo(
         self, task_id: str, frames: list[str], version: int
@@ -282,22 +341,18 @@ class ModelServer:
         job_id: str | None,
         cause: CloudEvent[Any] | None,
     ) -> None:
-        """Store the boxes and announce them, linked to the event that asked for them."""
+        """Store the boxes from the serving confidence up, and how informative the frame is,
+        and announce them, linked to the event that asked for them."""
+        threshold = self.settings.serve_conf
         with self.transactions.unit_of_work() as uow:
             for name, found in zip(frames, detections, strict=True):
                 if uow.session.get(Preannotation, (model.task_id, name, model.version)):
                     continue
-                names = model.labels
+                boxes = model.boxes(found)
                 predictions = [
-                    PredictedBox(
-                        label=names[d.label] if d.label < len(names) else str(d.label),
-                        x=round(float(d.x), 1),
-                        y=round(float(d.y), 1),
-                        w=round(float(d.w), 1),
-                        h=round(float(d.h), 1),
-                        score=round(float(d.score), 4),
-                    )
-                    for d in found
+                    PredictedBox(label=b.label, x=b.x, y=b.y, w=b.w, h=b.h, score=b.score)
+                    for b in boxes
+                    if b.score >= threshold
                 ]
                 ready = PreannotationReady.create(
                     PreannotationReadyData(
@@ -309,6 +364,7 @@ class ModelServer:
                         predictions=predictions,
                         backend=model.backend,
                         fallback_reason=model.fallback_reason,
+                        uncertainty=frame_uncertainty((b.score for b in boxes), threshold),
                     ),
                     source=IDENTITY.source,
                     key=(model.task_id, name, model.version),

@@ -12,6 +12,7 @@ from labeler_assist.models import (
     Annotation,
     AssistFrame,
     AssistJob,
+    LabelCheck,
     LabelCounter,
     Preannotation,
 )
@@ -19,7 +20,9 @@ from labelloop.bulk import found_keys, insert_rows, stored_rows
 from labelloop.projections import Projection, task_documents
 from schemas.events import (
     FrameProcessed,
+    FramesRanked,
     JobCreated,
+    LabelIssuesFound,
     LabelsSubmitted,
     LabelsThresholdReached,
     PreannotationReady,
@@ -169,6 +172,7 @@ def apply_preannotations_batch(session: Session, events: Sequence[PreannotationR
                     "model_version": version,
                     "boxes": [box.model_dump() for box in event.data.predictions],
                     "backend": event.data.backend,
+                    "uncertainty": event.data.uncertainty,
                     "created_at": event.time,
                 }
                 for frame, event in by_frame.items()
@@ -193,41 +197,97 @@ def apply_preannotation_ready(session: Session, event: PreannotationReady) -> No
                 model_version=data.model_version,
                 boxes=[box.model_dump() for box in data.predictions],
                 backend=data.backend,
+                uncertainty=data.uncertainty,
                 created_at=event.time,
             )
         )
 
 
+def apply_label_issues(session: Session, event: LabelIssuesFound) -> None:
+    """Each checked frame's check replaces the one before (the newest check wins)."""
+    data = event.data
+    issues: dict[str, list[dict[str, Any]]] = {}
+    for issue in data.issues:
+        issues.setdefault(issue.frame, []).append(issue.model_dump(mode="json"))
+    rows = {
+        row.frame: row
+        for row in stored_rows(
+            session, LabelCheck, "frame", [c.frame for c in data.checked], task_id=data.task_id
+        )
+    }
+    new = []
+    for checked in data.checked:
+        fields = {
+            "model_version": data.model_version,
+            "labels_sha256": checked.labels_sha256,
+            "issues": issues.get(checked.frame, []),
+            "checked_at": event.time,
+        }
+        row = rows.get(checked.frame)
+        if row is None:
+            new.append({"task_id": data.task_id, "frame": checked.frame, **fields})
+            continue
+        for name, value in fields.items():
+            setattr(row, name, value)
+        session.add(row)
+    insert_rows(session, LabelCheck, new)
+
+
+def apply_frames_ranked(session: Session, event: FramesRanked) -> None:
+    """Nothing to keep: the ranking is read live from the pre-annotations; the event tells."""
+
+
 def apply_label_events(
     session: Session,
-    events: Sequence[LabelsSubmitted | LabelsThresholdReached | PreannotationReady],
+    events: Sequence[
+        LabelsSubmitted
+        | LabelsThresholdReached
+        | PreannotationReady
+        | FramesRanked
+        | LabelIssuesFound
+    ],
 ) -> None:
-    """``labels.events`` in a batch: labels, crossings and pre-annotations touch different rows
-    (the counter's two columns only ever grow), so each kind is applied in bulk, in order."""
+    """``labels.events`` in a batch: labels, crossings, pre-annotations and label checks touch
+    different rows (the counter's two columns only ever grow), so each kind is applied in bulk,
+    in order."""
     apply_labels_batch(session, [e for e in events if isinstance(e, LabelsSubmitted)])
     for event in events:
         if isinstance(event, LabelsThresholdReached):
             apply_threshold_reached(session, event)
     apply_preannotations_batch(session, [e for e in events if isinstance(e, PreannotationReady)])
+    for event in events:
+        if isinstance(event, LabelIssuesFound):
+            session.flush()  # a frame's earlier check in this batch is found and replaced
+            apply_label_issues(session, event)
 
 
 def audit(session: Session, task_id: str) -> dict[str, list[Any]]:
-    """Who labeled which frame, and which model version pre-annotated which frame on which
-    backend."""
+    """Who labeled which frame, which model version pre-annotated which frame on which
+    backend, and which labels a model that never trained on them found suspect."""
     return {
         "annotations": task_documents(session, Annotation, task_id, col(Annotation.frame)),
         "preannotations": task_documents(session, Preannotation, task_id, col(Preannotation.frame)),
+        "label_checks": task_documents(session, LabelCheck, task_id, col(LabelCheck.frame)),
     }
 
 
 PROJECTION = Projection(
-    tables=("assist_frames", "assist_jobs", "annotations", "label_counters", "preannotations"),
+    tables=(
+        "assist_frames",
+        "assist_jobs",
+        "annotations",
+        "label_counters",
+        "preannotations",
+        "label_checks",
+    ),
     appliers={
         FrameProcessed: apply_frame_processed,
         JobCreated: apply_job_created,
         LabelsSubmitted: apply_labels_submitted,
         LabelsThresholdReached: apply_threshold_reached,
         PreannotationReady: apply_preannotation_ready,
+        FramesRanked: apply_frames_ranked,
+        LabelIssuesFound: apply_label_issues,
     },
     batch_appliers={
         FrameProcessed: apply_views,
@@ -235,6 +295,8 @@ PROJECTION = Projection(
         LabelsSubmitted: apply_label_events,
         LabelsThresholdReached: apply_label_events,
         PreannotationReady: apply_label_events,
+        FramesRanked: apply_label_events,
+        LabelIssuesFound: apply_label_events,
     },
     audit=audit,
 )

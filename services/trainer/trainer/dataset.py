@@ -53,6 +53,9 @@ class DatasetInfo:
     dataset_hash: str
     skipped: tuple[tuple[str, str], ...] = ()
     """``(frame, reason)`` of each labeled frame left out, so run.json says what did not train."""
+    train_frames: tuple[str, ...] = ()
+    """The names of the train split, sorted: the registry keeps them (``trained.json``) so the
+    labels of every other frame can be checked by this model out of sample."""
 
 
 def write_dataset(
@@ -100,6 +103,7 @@ def write_dataset(
         val_count=len(val),
         dataset_hash=digest,
         skipped=tuple(left_out),
+        train_frames=tuple(sorted(item.name for item in items if item.name not in val)),
     )
 
 

@@ -32,6 +32,7 @@ class Artifacts:
 
     onnx_sha256: str | None = None
     weights_sha256: str | None = None
+    trained_frames_sha256: str | None = None
 
 
 def version_prefix(task_id: str, version: int) -> str:
@@ -40,6 +41,11 @@ def version_prefix(task_id: str, version: int) -> str:
 
 def onnx_key(task_id: str, version: int) -> str:
     return version_prefix(task_id, version) + "model.onnx"
+
+
+def trained_frames_key(task_id: str, version: int) -> str:
+    """The JSON list of the frames a published version trained on."""
+    return version_prefix(task_id, version) + "trained.json"
 
 
 def checkpoint_key(task_id: str, run_id: str) -> str:
@@ -56,9 +62,10 @@ def register(
     run: dict[str, Any],
     onnx: Path | None = None,
     weights: Path | None = None,
+    trained_frames: tuple[str, ...] | None = None,
 ) -> Artifacts:
-    """Upload a version's files (the ONNX and weights only for a published version), and
-    return the hashes of those that will be loaded again."""
+    """Upload a version's files (the ONNX, weights and trained frames only for a published
+    version), and return the hashes of those that will be loaded again."""
     prefix = version_prefix(task_id, version)
     hashes: dict[str, str] = {}
     for name, path, field in (("model.onnx", onnx, "onnx"), ("model.pt", weights, "weights")):
@@ -66,6 +73,10 @@ def register(
             data = path.read_bytes()
             store.put_bytes(prefix + name, data)
             hashes[f"{field}_sha256"] = sha256_of(data)
+    if trained_frames is not None:
+        listing = json.dumps(list(trained_frames)).encode()
+        store.put_bytes(prefix + "trained.json", listing, content_type="application/json")
+        hashes["trained_frames_sha256"] = sha256_of(listing)
     store.put_bytes(
         prefix + "metrics.json",
         json.dumps(metrics, indent=2).encode(),

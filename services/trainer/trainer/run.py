@@ -182,7 +182,7 @@ def _run(
         return
     verdict = _judge(settings, dataset, device, outcome.weights, start.incumbent)
     run = _run_record(settings, request, current, dataset, start, device, started)
-    artifacts = _register(settings, store, request, verdict, run, outcome.weights)
+    artifacts = _register(settings, store, request, verdict, run, outcome.weights, dataset)
     record_outcome(transactions, request.id, attempt, verdict, artifacts)
 
 
@@ -348,7 +348,8 @@ def _run_record(
             "resume_refused": start.resume_refused,
         },
         "seed": SEED,
-        "dataset": asdict(dataset) | {"root": str(dataset.root)},
+        "dataset": {key: value for key, value in asdict(dataset).items() if key != "train_frames"}
+        | {"root": str(dataset.root)},
         "code_version": _code_version(),
         "device": device,
         "duration_s": round(time.monotonic() - started, 1),
@@ -363,6 +364,7 @@ def _register(
     verdict: Verdict,
     run: dict[str, Any],
     weights: Path,
+    dataset: DatasetInfo,
 ) -> Artifacts:
     """Register the version: with its ONNX export and weights only if it is published."""
     assert request.version is not None
@@ -371,7 +373,14 @@ def _register(
         return register(store, task_id, version, metrics=verdict.metrics, run=run)
     onnx = training.export_onnx(weights, imgsz=settings.model_imgsz)
     return register(
-        store, task_id, version, metrics=verdict.metrics, run=run, onnx=onnx, weights=weights
+        store,
+        task_id,
+        version,
+        metrics=verdict.metrics,
+        run=run,
+        onnx=onnx,
+        weights=weights,
+        trained_frames=dataset.train_frames,
     )
 
 

@@ -36,7 +36,7 @@ from schemas.events import (
 from trainer import IDENTITY
 from trainer.models import TrainingRequest
 from trainer.queue import RunStatus
-from trainer.registry import Artifacts, checkpoint_key, onnx_key
+from trainer.registry import Artifacts, checkpoint_key, onnx_key, trained_frames_key
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +219,12 @@ def _outcome_event(
                 onnx_key=onnx_key(request.task_id, request.version),
                 onnx_sha256=artifacts.onnx_sha256,
                 weights_sha256=artifacts.weights_sha256,
+                trained_frames_key=(
+                    trained_frames_key(request.task_id, request.version)
+                    if artifacts.trained_frames_sha256
+                    else None
+                ),
+                trained_frames_sha256=artifacts.trained_frames_sha256,
             ),
             source=IDENTITY.source,
             key=(request.task_id, request.version),
