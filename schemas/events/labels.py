@@ -82,8 +82,9 @@ class PreannotationReadyData(EventData):
         ge=0,
         le=1,
         description="How much labeling this frame would teach the model (labeler_assist.quality:"
-        " 1 - the product of each box's certainty, over boxes down to the score floor); None in "
-        "events recorded before frames were ranked.",
+        " 1 - its best box's score, or its most ambiguous box's closeness to the serving "
+        "threshold, whichever is larger, over boxes down to the score floor); None in events "
+        "recorded before frames were ranked.",
     )
 
 

@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
+import labelloop.timeline  # noqa: F401 - the event log's table, which the audit reads
 from labeler_assist import IDENTITY
 from labeler_assist.detectors import Detection
 from labeler_assist.guidance import check_labels, current_issues, ranking, record_ranking
 from labeler_assist.models import AssistFrame, Preannotation, ServedModel
 from labeler_assist.preannotation import LoadedModel, ModelServer
 from labeler_assist.projections import PROJECTION
+from labelloop.composition import projections
 from labelloop.config import Settings
 from labelloop.db import create_tables, get_engine
 from labelloop.messaging.outbox import OutboxMessage, Transactions
@@ -48,6 +50,8 @@ class Server(ModelServer):
 @pytest.fixture
 def server(tmp_path: Path) -> Server:
     engine = get_engine(f"sqlite:///{tmp_path}/assist.db")
+    projections()  # imports every service's tables (the audit reads them all)
+
     create_tables(engine)
     transactions = Transactions(engine, topic_name=str).bound(PROJECTION)
     with Session(engine) as session:
@@ -166,3 +170,22 @@ def test_frames_are_spread_before_a_model_and_by_uncertainty_after(server: Serve
     assert event.data.unlabeled == 5 and event.data.frames[0].frame == "f4.jpg"
     record_ranking(server, TASK, cause)
     assert len(recorded(server, FramesRanked)) == 1, "announced once per model version"
+
+
+def test_the_audit_prints_the_issues_found(server: Server, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from labelloop.cli import app
+    from labelloop.tasks import Task
+
+    with Session(server.transactions.engine) as session:
+        session.add(Task(id=TASK, name="guide", labels=["box"], created_by="admin"))
+        session.commit()
+    serve(server, trained=frozenset())
+    cause = label(server, {"f1.jpg": []})
+    asyncio.run(check_labels(server, TASK, ["f1.jpg"], "labels.submitted", cause))
+    url = str(server.transactions.engine.url)
+    printed = CliRunner().invoke(app, ["audit", "task", TASK, "--db", url], terminal_width=200)
+    assert printed.exit_code == 0, printed.output
+    assert "label issues" in printed.output and "missing" in printed.output
+    assert "f1.jpg" in printed.output and "v1" in printed.output

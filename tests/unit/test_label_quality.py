@@ -40,8 +40,10 @@ def test_a_box_at_the_threshold_is_the_most_ambiguous_and_a_sure_one_the_least()
     assert ambiguity(0.25, 0.25) == pytest.approx(1.0)
     assert ambiguity(0.05, 0.25) < ambiguity(0.15, 0.25) < ambiguity(0.25, 0.25)
     assert ambiguity(0.9, 0.25) < 0.01
-    assert frame_uncertainty([], 0.25) == 0.0
+    assert frame_uncertainty([], 0.25) == 1.0, "the model sees nothing there"
     assert frame_uncertainty([0.95, 0.3], 0.25) == pytest.approx(ambiguity(0.3, 0.25), abs=1e-4)
+    assert frame_uncertainty([0.95], 0.25) == pytest.approx(0.05), "sure of its only box"
+    assert frame_uncertainty([0.1], 0.25) == pytest.approx(0.9), "nothing it would show"
 
 
 def test_spread_order_halves_the_gaps() -> None:
