@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from labelloop.config import Settings
+from labelloop_tools.plots import pyplot, save
 from labelloop_tools.synthetic import Box as TruthBox
 from labelloop_tools.synthetic import synthetic_frame
 
@@ -191,12 +192,8 @@ def _curve(
 def plot_curves(runs: list[dict[str, Any]], path: Path) -> Path | None:
     """Test recall against labels, each seed's two curves, as an SVG; None without
     matplotlib (it comes with the trainer's extra)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     figure, axes = plt.subplots(figsize=(7, 4))
     for run, colour in zip(runs, ("tab:blue", "tab:orange", "tab:green"), strict=False):
@@ -213,11 +210,7 @@ def plot_curves(runs: list[dict[str, Any]], path: Path) -> Path | None:
     axes.set(xlabel="labeled frames", ylabel="recall on held-out frames", ylim=(0, 1))
     axes.legend(fontsize="small", ncol=2)
     figure.suptitle("labeling by next-frames against at random (synthetic, 1 in 3 frames hard)")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save(plt, figure, path)
 
 
 def labels_to_reach(points: list[dict[str, Any]]) -> int | None:

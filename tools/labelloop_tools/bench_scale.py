@@ -44,6 +44,7 @@ from labelloop.db import get_engine
 from labelloop.messaging.security import kafka_client_options
 from labelloop.stack.base import free_port
 from labelloop.storage import ObjectStore
+from labelloop_tools.plots import pyplot, save
 from schemas.topics import Topic
 
 SIZES = (1_000, 10_000, 100_000)
@@ -270,12 +271,8 @@ def _one_size(settings: Settings, frames: int, console: Console) -> dict[str, An
 def plot(runs: list[dict[str, Any]], path: Path) -> Path | None:
     """The curve as an SVG: time to ``task.jobs-ready`` and each service's peak memory against
     the frame count (log axes); None without matplotlib (it comes with the trainer's extra)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     sizes = [run["frames"] for run in runs]
     figure, (times, memory) = plt.subplots(1, 2, figsize=(10, 4))
@@ -289,11 +286,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> Path | None:
     memory.set(xscale="log", xlabel="frames in the task", ylabel="peak RSS (MiB)", ylim=(0, None))
     memory.legend(fontsize="small")
     figure.suptitle("labelloop: one task of N frames, each service in its own process")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save(plt, figure, path)
 
 
 def bench_scale(settings: Settings, console: Console) -> dict[str, Any]:
