@@ -20,7 +20,6 @@ from labelloop.bulk import found_keys, insert_rows, stored_rows
 from labelloop.projections import Projection, task_documents
 from schemas.events import (
     FrameProcessed,
-    FramesRanked,
     JobCreated,
     LabelIssuesFound,
     LabelsSubmitted,
@@ -233,18 +232,10 @@ def apply_label_issues(session: Session, event: LabelIssuesFound) -> None:
     insert_rows(session, LabelCheck, new)
 
 
-def apply_frames_ranked(session: Session, event: FramesRanked) -> None:
-    """Nothing to keep: the ranking is read live from the pre-annotations; the event tells."""
-
-
 def apply_label_events(
     session: Session,
     events: Sequence[
-        LabelsSubmitted
-        | LabelsThresholdReached
-        | PreannotationReady
-        | FramesRanked
-        | LabelIssuesFound
+        LabelsSubmitted | LabelsThresholdReached | PreannotationReady | LabelIssuesFound
     ],
 ) -> None:
     """``labels.events`` in a batch: labels, crossings, pre-annotations and label checks touch
@@ -286,7 +277,6 @@ PROJECTION = Projection(
         LabelsSubmitted: apply_labels_submitted,
         LabelsThresholdReached: apply_threshold_reached,
         PreannotationReady: apply_preannotation_ready,
-        FramesRanked: apply_frames_ranked,
         LabelIssuesFound: apply_label_issues,
     },
     batch_appliers={
@@ -295,7 +285,6 @@ PROJECTION = Projection(
         LabelsSubmitted: apply_label_events,
         LabelsThresholdReached: apply_label_events,
         PreannotationReady: apply_label_events,
-        FramesRanked: apply_label_events,
         LabelIssuesFound: apply_label_events,
     },
     audit=audit,
