@@ -8,7 +8,7 @@ import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.table import Table
 
 from labelloop.config import get_settings
 from labelloop.stack.base import StackError
+
+if TYPE_CHECKING:
+    from labelloop.datasets import DatasetFormat
 
 app = typer.Typer(
     help="labelloop: event-driven image annotation with a model in the loop.", no_args_is_help=True
@@ -32,6 +35,11 @@ app.add_typer(schemas_app, name="schemas")
 
 console = Console(stderr=True)
 WithTriton = Annotated[bool, typer.Option("--triton/--no-triton", help="Also run Triton.")]
+
+
+def _api_base(api: str | None) -> str:
+    settings = get_settings()
+    return api or f"http://{settings.api_host}:{settings.api_port}"
 
 
 def _stack(with_triton: bool):  # type: ignore[no-untyped-def]
@@ -155,8 +163,8 @@ def task_create(
     from labelloop.progress import create_task_with_progress, frame_files
 
     settings = get_settings()
-    base = api or f"http://{settings.api_host}:{settings.api_port}"
-    options = {
+    base = _api_base(api)
+    options: dict[str, Any] = {
         "labels": [label.strip() for label in labels.split(",") if label.strip()],
         "segment_size": segment_size,
         "overlap": overlap,
@@ -170,8 +178,100 @@ def task_create(
             client.upload(task["id"], frame_files(folder))
             typer.echo(json.dumps(task, indent=2))
             return
-        created = create_task_with_progress(client, folder, console, **options)
+        created = create_task_with_progress(client, frame_files(folder), console, **options)
     typer.echo(json.dumps({"task": created.task, "jobs": created.jobs}, indent=2))
+
+
+DatasetFormatOption = Annotated[
+    str, typer.Option("--format", "-f", help="coco, yolo (Ultralytics), cvat (images 1.1) or voc.")
+]
+
+
+def _format(value: str) -> DatasetFormat:
+    from labelloop.datasets import FORMATS
+
+    if value not in FORMATS:
+        console.print(f"[red]no format {value!r}: use one of {', '.join(FORMATS)}[/red]")
+        raise typer.Exit(2)
+    return value  # type: ignore[return-value]
+
+
+@app.command("export")
+def export_command(
+    task_id: str,
+    out: Annotated[Path, typer.Option("--out", "-o", help="An empty or new folder.")],
+    fmt: DatasetFormatOption = "coco",
+    include: Annotated[
+        str, typer.Option(help="Comma-separated: labels, preannotations.")
+    ] = "labels",
+    api: Annotated[str | None, typer.Option(help="API base URL.")] = None,
+) -> None:
+    """Export TASK's images and annotations in a dataset format, unpacked into OUT."""
+    import tempfile
+
+    from labelloop.client import LabelloopClient, LabelloopError
+    from labelloop.datasets import DatasetError, extract_zip
+
+    settings = get_settings()
+    params = {"format": _format(fmt), "include": include}
+    with (
+        LabelloopClient(_api_base(api), settings.admin_token) as client,
+        tempfile.TemporaryFile(dir=out.parent if out.parent.is_dir() else None) as archive,
+    ):
+        try:
+            client.download(f"/api/tasks/{task_id}/export", archive, params=params)
+            archive.seek(0)
+            extract_zip(archive, out, max_bytes=settings.export_max_bytes)
+        except (LabelloopError, DatasetError) as refused:
+            console.print(f"[red]{refused}[/red]")
+            raise typer.Exit(1) from None
+    record = json.loads((out / "labelloop.json").read_text())
+    console.print(
+        f"task {task_id}: {record['frames']} frames ({record['labeled']} labeled) as {fmt} "
+        f"in {out}"
+        + (f"; {len(record['skipped'])} left out, see labelloop.json" if record["skipped"] else "")
+    )
+
+
+@app.command("import")
+def import_command(
+    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="The dataset.")],
+    fmt: DatasetFormatOption = "coco",
+    name: Annotated[str | None, typer.Option(help="Task name (default: the folder's).")] = None,
+    segment_size: Annotated[int, typer.Option(help="Frames per job; 0 = one job.")] = 0,
+    label_threshold: Annotated[int, typer.Option(help="Retrain every N labeled frames.")] = 10,
+    priority: Annotated[int, typer.Option(min=0, max=3, help="P0 (first) to P3.")] = 2,
+    api: Annotated[str | None, typer.Option(help="API base URL.")] = None,
+) -> None:
+    """Create a task from a dataset: its images uploaded, its labels submitted by you."""
+    from labelloop.client import LabelloopClient, LabelloopError
+    from labelloop.datasets import DatasetError, read_dataset
+    from labelloop.importer import import_dataset
+
+    settings = get_settings()
+    try:
+        dataset = read_dataset(_format(fmt), folder)
+        with LabelloopClient(_api_base(api), settings.admin_token) as client:
+            outcome = import_dataset(
+                client,
+                dataset,
+                folder,
+                console,
+                name=name or folder.resolve().name,
+                segment_size=segment_size,
+                label_threshold=label_threshold,
+                priority=priority,
+            )
+    except (LabelloopError, DatasetError) as refused:
+        console.print(f"[red]{refused}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"task {outcome.task['id']}: {outcome.frames} frames, {outcome.labeled} labeled with "
+        f"{outcome.boxes} boxes ({outcome.clipped} clipped to their image, {outcome.dropped} "
+        f"outside it left out)"
+        + (f"; ingest refused {len(outcome.rejected)}" if outcome.rejected else "")
+    )
+    typer.echo(json.dumps({"task": outcome.task, "rejected": outcome.rejected}, indent=2))
 
 
 db_app = typer.Typer(help="The database schema: Alembic migrations.", no_args_is_help=True)

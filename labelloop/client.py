@@ -8,11 +8,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
 JOBS_READY = "io.labelloop.task.jobs-ready.v1"
+PRESIGN_MAX = 10_000
+"""Frame names one ``uploads`` call signs at most."""
 FRAME_EVENTS = ("io.labelloop.frame.processed.v1", "io.labelloop.frame.rejected.v1")
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -102,14 +104,35 @@ class LabelloopClient:
     def upload(self, task_id: str, files: list[Path], *, progress: Progress | None = None) -> None:
         """PUT every file to its presigned URL, then the manifest naming them."""
         names = [path.name for path in files]
-        urls = self.request("POST", f"/api/tasks/{task_id}/uploads", json={"files": names})
+        manifest_url = ""
         with httpx.Client(timeout=120, trust_env=False) as store:
-            for path in files:
-                store.put(urls["frames"][path.name], content=path.read_bytes()).raise_for_status()
-                if progress:
-                    progress("uploaded", {"name": path.name})
+            for start in range(0, len(files), PRESIGN_MAX):  # the api signs this many a call
+                part = files[start : start + PRESIGN_MAX]
+                urls = self.request(
+                    "POST",
+                    f"/api/tasks/{task_id}/uploads",
+                    json={"files": [path.name for path in part]},
+                )
+                manifest_url = urls["manifest"]
+                for path in part:
+                    store.put(
+                        urls["frames"][path.name], content=path.read_bytes()
+                    ).raise_for_status()
+                    if progress:
+                        progress("uploaded", {"name": path.name})
             manifest = json.dumps({"files": names}).encode()
-            store.put(urls["manifest"], content=manifest).raise_for_status()
+            store.put(manifest_url, content=manifest).raise_for_status()
+
+    def download(self, path: str, out: BinaryIO, *, params: dict[str, str] | None = None) -> None:
+        """Stream a GET's body (an export's zip) into ``out``; a refusal raises its reason."""
+        with self.http.stream(
+            "GET", path, params=params, timeout=httpx.Timeout(600, read=600)
+        ) as response:
+            if response.is_error:
+                response.read()
+                self._json(response)
+            for chunk in response.iter_bytes(1024 * 1024):
+                out.write(chunk)
 
     def events(
         self,

@@ -199,6 +199,9 @@ class Settings(BaseSettings):
     score near a label no detection supports)."""
     assist_ranked_top: Annotated[int, Field(ge=1, le=500)] = 50
     """Frames a ``frames.ranked`` event lists (the top of the ranking)."""
+    export_max_bytes: Annotated[int, Field(ge=1024 * 1024)] = 8 * 1024**3
+    """Largest dataset export (images and annotations): the api writes it to a temporary file
+    before sending it, and `labelloop export` unpacks no more than this."""
     trainer_min_recall: Annotated[float, Field(ge=0, le=1)] = 0.5
     trainer_min_precision: Annotated[float, Field(ge=0, le=1)] = 0.5
     trainer_gpu_min_free_mib: Annotated[int, Field(ge=0)] = 2048

@@ -23,10 +23,10 @@ def frame_files(folder: Path) -> list[Path]:
 
 
 def create_task_with_progress(
-    client: LabelloopClient, folder: Path, console: Console, **task: Any
+    client: LabelloopClient, files: list[Path], console: Console, *, name: str, **task: Any
 ) -> CreatedTask:
-    """Upload ``folder``'s frames, showing uploads and processing, until the jobs exist."""
-    files = frame_files(folder)
+    """Upload ``files`` as a task's frames, showing uploads and processing, until its jobs
+    exist."""
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -47,6 +47,4 @@ def create_task_with_progress(
                 progress.update(jobs, visible=True)
                 progress.advance(jobs)
 
-        return client.create_task(
-            name=task.pop("name", folder.name), files=files, progress=on_progress, **task
-        )
+        return client.create_task(name=name, files=files, progress=on_progress, **task)

@@ -155,7 +155,7 @@ def run_demo(settings: Settings, console: Console, samples: Samples) -> JobsOutc
         console.rule(f"task from {frames} (segment_size 10)")
         started = time.monotonic()
         created = create_task_with_progress(
-            client, frames, console, labels=["box"], segment_size=10, name="demo"
+            client, frame_files(frames), console, labels=["box"], segment_size=10, name="demo"
         )
         uploaded = time.monotonic()
         task_id = created.task["id"]
@@ -256,7 +256,7 @@ def run_model_loop_demo(
     with LabelloopClient(base, settings.admin_token) as client:
         created = create_task_with_progress(
             client,
-            frames_dir,
+            frame_files(frames_dir),
             console,
             labels=["box"],
             label_threshold=labeled_count,

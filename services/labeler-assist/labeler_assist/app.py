@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
+from starlette.background import BackgroundTask
 
 from labeler_assist import IDENTITY
 from labeler_assist.domain import InvalidAnnotation
+from labeler_assist.export import ExportTooLarge, Part, write_export
 from labeler_assist.guidance import check_labels, current_issues, ranking, record_ranking
 from labeler_assist.handlers import remember
 from labeler_assist.labels import NotFound, NotPermitted, NotYetKnown, submit_labels
@@ -23,6 +26,7 @@ from labeler_assist.preannotation import ModelServer, TrainedOn
 from labeler_assist.projections import PROJECTION
 from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from labelloop.api.tasks import require_task
+from labelloop.datasets import DatasetError, DatasetFormat
 from labelloop.db import in_chunks
 from labelloop.messaging.outbox import Transactions
 from labelloop.messaging.subscribers import EventSubscribers
@@ -321,4 +325,50 @@ def label_issues(
         model_version=found.model_version,
         checked=found.checked,
         issues=[LabelIssue.model_validate(issue) for issue in issues[:limit]],
+    )
+
+
+EXPORT_CHUNK = 1024 * 1024
+
+
+@router.get(
+    "/tasks/{task_id}/export",
+    summary="The task's dataset as a zip: COCO, Ultralytics YOLO, CVAT for images 1.1 or VOC.",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/zip": {}}},
+        413: {"description": "Over LABELLOOP_EXPORT_MAX_BYTES."},
+    },
+)
+def export_task(
+    task_id: str,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    principal: PrincipalDep,
+    format: Annotated[DatasetFormat, Query(description="The dataset format.")],
+    include: Annotated[
+        str,
+        Query(
+            pattern=r"^(labels|preannotations)(,(labels|preannotations))?$",
+            description="What to export, comma-separated: labels, preannotations.",
+        ),
+    ] = "labels",
+) -> StreamingResponse:
+    """Images and annotations in the format's own layout, with ``labelloop.json`` saying what
+    the export holds and which frames it left out (bytes no longer those ingest checked)."""
+    task = require_task(session, task_id, principal)
+    parts: list[Part] = [
+        "preannotations" if part == "preannotations" else "labels" for part in include.split(",")
+    ]
+    try:
+        export = write_export(session, runtime.store, runtime.settings, task, format, parts)
+    except ExportTooLarge as large:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(large)) from large
+    except DatasetError as invalid:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(invalid)) from invalid
+    return StreamingResponse(
+        iter(lambda: export.file.read(EXPORT_CHUNK), b""),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{task_id}-{format}.zip"'},
+        background=BackgroundTask(export.file.close),
     )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from labelloop.datasets.yolo import data_yaml, val_split, yolo_lines
 from labelloop.images import DecodedFrame, UnusableImage, decode_frame
 
 BoxTuple = tuple[str, float, float, float, float]
@@ -91,7 +92,7 @@ def write_dataset(
             "a dataset needs at least 2 frames (one to train on, one to validate)"
             + (f"; left out: {why}" if why else "")
         )
-    val = _val_split(items, val_fraction, seed)
+    val = val_split([item.name for item in items], val_fraction, seed)
     digest = _write_splits(root, items, staged, val, labels)
     shutil.rmtree(staging)
     root = root.resolve()
@@ -131,17 +132,6 @@ def _stage(
     return usable, staged
 
 
-def _val_split(items: list[LabeledFrame], val_fraction: float, seed: int) -> set[str]:
-    """The names of the val frames: at least one, and never every frame."""
-    draws = {item.name: _split_draw(item.name, seed) for item in items}
-    val = {name for name, draw in draws.items() if draw < val_fraction}
-    if not val:
-        val = {min(draws, key=draws.__getitem__)}
-    if len(val) == len(items):
-        val.remove(max(draws, key=draws.__getitem__))
-    return val
-
-
 def _write_splits(
     root: Path,
     items: list[LabeledFrame],
@@ -166,26 +156,9 @@ def _write_splits(
 
 
 def _write_data_yaml(root: Path, labels: list[str]) -> Path:
-    data_yaml = root / "data.yaml"
-    # JSON is YAML: no YAML library needed to write what Ultralytics reads
-    data_yaml.write_text(
-        json.dumps(
-            {
-                "path": str(root),
-                "train": "images/train",
-                "val": "images/val",
-                "names": dict(enumerate(labels)),
-            },
-            indent=2,
-        )
-    )
-    return data_yaml
-
-
-def _split_draw(name: str, seed: int) -> float:
-    """A uniform draw in [0, 1) fixed by the seed and the name alone."""
-    value = hashlib.sha256(f"{seed}\0{name}".encode()).digest()
-    return int.from_bytes(value[:8], "big") / 2**64
+    path = root / "data.yaml"
+    path.write_bytes(data_yaml(str(root), labels, train="images/train", val="images/val"))
+    return path
 
 
 def _file_stem(name: str) -> str:
@@ -210,17 +183,8 @@ def _decode(item: LabeledFrame) -> DecodedFrame | str:
 
 
 def _yolo_lines(item: LabeledFrame, labels: list[str]) -> list[str]:
-    """``class cx cy w h`` normalised; boxes are clipped since Ultralytics drops a whole image
-    with a coordinate outside [0, 1]."""
-    lines = []
-    for label, x, y, w, h in item.boxes:
+    for label, *_ in item.boxes:
         if label not in labels:
             raise ValueError(f"{item.name}: label {label!r} is not in {labels}")
-        x0, y0 = max(x, 0.0), max(y, 0.0)
-        x1, y1 = min(x + w, float(item.width)), min(y + h, float(item.height))
-        if x1 <= x0 or y1 <= y0:
-            continue  # nothing of the box lies inside the image
-        cx, cy = (x0 + x1) / 2 / item.width, (y0 + y1) / 2 / item.height
-        nw, nh = (x1 - x0) / item.width, (y1 - y0) / item.height
-        lines.append(f"{labels.index(label)} {cx:.6f} {cy:.6f} {nw:.6f} {nh:.6f}")
-    return lines
+    boxes = ((labels.index(label), x, y, w, h) for label, x, y, w, h in item.boxes)
+    return yolo_lines(boxes, item.width, item.height)

@@ -1,0 +1,100 @@
+"""Datumaro (CVAT's dataset library) in a venv of its own, as an independent reader of exports.
+
+Datumaro's pins clash with the project's venv (it would downgrade pillow and add
+opencv-python-headless beside opencv-python), so the tests install it once into a cached venv
+and run ``tests/datumaro_probe.py`` under that interpreter, reading its JSON summary back.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+DATUMARO_VERSION = "1.13.12"
+
+_PROBE = Path(__file__).with_name("datumaro_probe.py")
+_MARKER = ".labelloop-complete"
+_INSTALL_TIMEOUT_S = 1800
+_PROBE_TIMEOUT_S = 300
+
+
+def _venv_dir() -> Path:
+    """Outside the checkout, so every worktree and CI run on the machine shares one install."""
+    return Path.home() / ".cache" / "labelloop" / f"datumaro-venv-{DATUMARO_VERSION}"
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _run(args: list[str], env: dict[str, str]) -> None:
+    """Run one install step; its output tail goes into the error, since pip's is long."""
+    done = subprocess.run(
+        args, capture_output=True, text=True, env=env, timeout=_INSTALL_TIMEOUT_S, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"installing Datumaro {DATUMARO_VERSION} failed ({' '.join(args)}, "
+            f"exit {done.returncode}):\n{_tail(done.stdout + done.stderr)}"
+        )
+
+
+def datumaro_python() -> Path:
+    """The interpreter of the Datumaro venv, made on first use (minutes; later calls are free).
+
+    The marker is written last, so a venv left half-made by an interrupted install is removed and
+    made again. A lock beside the venv keeps parallel pytest processes from installing at once.
+    """
+    venv = _venv_dir()
+    python = venv / "bin" / "python"
+    if (venv / _MARKER).is_file():
+        return python
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    lock = venv.with_name(venv.name + ".lock")
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            if (venv / _MARKER).is_file():  # another process finished it while we waited
+                return python
+            shutil.rmtree(venv, ignore_errors=True)
+            env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+            env.pop("VIRTUAL_ENV", None)
+            env.pop("PYTHONPATH", None)
+            # From a venv's interpreter `-m venv` still makes a venv of the base Python.
+            _run([sys.executable, "-m", "venv", str(venv)], env)
+            _run(
+                [str(python), "-m", "pip", "install", "--quiet", f"datumaro=={DATUMARO_VERSION}"],
+                env,
+            )
+            (venv / _MARKER).write_text(f"datumaro=={DATUMARO_VERSION}\n")
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    return python
+
+
+def read_with_datumaro(root: Path, fmt: str) -> dict[str, Any]:
+    """What Datumaro reads from the dataset at ``root`` in format ``fmt`` (see the probe)."""
+    env = {**os.environ}
+    env.pop("PYTHONPATH", None)  # the project's paths must not leak into the other venv
+    env.pop("VIRTUAL_ENV", None)
+    done = subprocess.run(
+        [str(datumaro_python()), str(_PROBE), fmt, str(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=_PROBE_TIMEOUT_S,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise AssertionError(
+            f"Datumaro could not read {root} as {fmt!r} (exit {done.returncode}):\n"
+            f"{_tail(done.stderr, 60)}"
+        )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
