@@ -26,6 +26,8 @@ from PIL import Image, UnidentifiedImageError
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
 """Image formats a frame may be in (as Pillow names them)."""
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+"""File suffixes of those formats: what a folder of frames or a dataset is searched for."""
 
 UnusableCode = Literal["empty", "not_an_image", "too_many_pixels", "unsupported", "truncated"]
 

@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from labelloop.client import LabelloopClient
-from labelloop.datasets import Dataset, DatasetError, Item
+from labelloop.datasets import Box, Dataset, DatasetError, Item
 from labelloop.progress import create_task_with_progress
 from schemas.events import MAX_BOXES_PER_FRAME, MAX_FRAMES_PER_EVENT
 
@@ -59,7 +59,7 @@ def fit_boxes(item: Item) -> tuple[list[dict[str, Any]], int, int]:
             dropped += 1
             continue
         clipped += (x0, y0, x1, y1) != box.corners
-        boxes.append({"label": box.label, "x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0})
+        boxes.append(Box(box.label, x0, y0, x1 - x0, y1 - y0).api_shape())
     if len(boxes) > MAX_BOXES_PER_FRAME:
         raise DatasetError(f"{item.name}: {len(boxes)} boxes; a frame holds {MAX_BOXES_PER_FRAME}")
     return boxes, clipped, dropped

@@ -9,8 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from labelloop.client import FRAME_EVENTS, CreatedTask, LabelloopClient
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+from labelloop.images import IMAGE_SUFFIXES
 
 
 def frame_files(folder: Path) -> list[Path]:

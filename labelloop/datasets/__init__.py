@@ -54,5 +54,7 @@ def read_dataset(fmt: DatasetFormat, root: Path) -> Dataset:
     dataset: Dataset = FORMATS[fmt].read(root)
     if not dataset.labels:
         raise DatasetError(f"{root}: the dataset names no label")
+    if not dataset.items:
+        raise DatasetError(f"{root}: the dataset holds no image")
     check_unique([item.name for item in dataset.items], str(root))
     return dataset

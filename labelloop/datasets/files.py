@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from labelloop.datasets.records import DatasetError, Sink
+from labelloop.images import IMAGE_SUFFIXES
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -50,7 +51,7 @@ class ZipSink(Sink):
 
 
 def _is_image(name: str) -> bool:
-    return PurePosixPath(name).suffix.lower() in {".jpg", ".jpeg", ".png", ".webp", ".gif"}
+    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
 
 
 def file_names(names: list[str]) -> dict[str, str]:

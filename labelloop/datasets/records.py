@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class DatasetError(ValueError):
@@ -26,6 +27,10 @@ class Box:
     w: float
     h: float
     score: float | None = None
+
+    def api_shape(self) -> dict[str, Any]:
+        """``{"label", "x", "y", "w", "h"}``: a label as the annotations route takes it."""
+        return {"label": self.label, "x": self.x, "y": self.y, "w": self.w, "h": self.h}
 
     @property
     def corners(self) -> tuple[float, float, float, float]:

@@ -8,6 +8,7 @@ Pre-annotations are the VOC devkit's detection results: ``results/Main/comp4_det
 
 from __future__ import annotations
 
+import glob
 import re
 import xml.etree.ElementTree as ET  # writing only; reading goes through defusedxml
 from pathlib import Path
@@ -157,14 +158,10 @@ def _image_path(root: Path, stem: str, file_name: str | None) -> Path:
     if file_name and (images / file_name).is_file():
         path = images / file_name
     else:
-        found = sorted(images.glob(f"{glob_escape(stem)}.*"))
+        found = sorted(images.glob(f"{glob.escape(stem)}.*"))
         if not found:
             raise DatasetError(f"frame {stem!r} has no image under JPEGImages/")
         path = found[0]
     if not path.resolve().is_relative_to(images.resolve()):
         raise DatasetError(f"image {file_name!r} lies outside the dataset")
     return path
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)

@@ -12,6 +12,7 @@ with the confidence as a sixth column.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,12 +29,12 @@ from labelloop.datasets.records import (
     image_size,
     with_images,
 )
+from labelloop.images import IMAGE_SUFFIXES
 
 FORMAT = "yolo"
 VAL_FRACTION = 0.2
 """Labeled frames in the val split, chosen by name (:func:`split_draw`)."""
 UNLABELED = "unlabeled"
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 
 
 def split_draw(name: str, seed: int = 0) -> float:
@@ -63,7 +64,7 @@ def yolo_lines(
     """``class cx cy w h [conf]`` normalised; boxes are clipped to the image (Ultralytics drops
     a whole image with a coordinate outside [0, 1]) and a box wholly outside it is left out."""
     lines = []
-    for (class_id, x, y, w, h), score in zip(boxes, scores or _nones(), strict=False):
+    for (class_id, x, y, w, h), score in zip(boxes, scores or itertools.repeat(None), strict=False):
         x0, y0 = max(x, 0.0), max(y, 0.0)
         x1, y1 = min(x + w, float(width)), min(y + h, float(height))
         if x1 <= x0 or y1 <= y0:
@@ -73,11 +74,6 @@ def yolo_lines(
         line = f"{class_id} {cx:.6f} {cy:.6f} {nw:.6f} {nh:.6f}"
         lines.append(line if score is None else f"{line} {score:.5f}")
     return lines
-
-
-def _nones() -> Iterable[None]:
-    while True:
-        yield None
 
 
 def data_yaml(root: str | None, labels: Sequence[str], *, train: str, val: str) -> bytes:

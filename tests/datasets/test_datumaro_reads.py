@@ -11,7 +11,6 @@ import pytest
 
 from labelloop.datasets import DirectorySink, write_dataset
 from labelloop.datasets.files import file_names
-from labelloop.datasets.records import Item
 from tests.datasets.samples import image_bytes, sample_dataset
 from tests.datumaro_venv import read_with_datumaro
 
@@ -43,21 +42,16 @@ def test_datumaro_reads_every_export(tmp_path: Path, fmt: str) -> None:
         (root / "results" / "detections_default.json").unlink()
     read = read_with_datumaro(root, READERS[fmt])
     assert read["labels"] == ["car", "person", "traffic light"]
+    # Datumaro's YOLO reader leaves float32 noise on the pixels (12.800000190734863)
     got = {
         frame: sorted(
-            [[b[0], *(pytest.approx(v, abs=1e-3) for v in b[1:5]), b[5]] for b in entry["boxes"]],
-            key=lambda box: repr([box[0], *(float(v.expected) for v in box[1:5]), box[5]]),
+            ([b[0], *(round(v, 3) for v in b[1:5]), b[5]] for b in entry["boxes"]), key=repr
         )
         for frame, entry in read["frames"].items()
     }
     assert got == expected(fmt)
-    sizes = {frame: entry["size"] for frame, entry in read["frames"].items()}
-    source = {Path(n).stem: item for n, item in _by_file().items()}
-    for frame, size in sizes.items():
-        assert size in (None, [source[frame].height, source[frame].width])
-
-
-def _by_file() -> dict[str, Item]:
     source = sample_dataset()
     files = file_names([item.name for item in source.items])
-    return {files[item.name]: item for item in source.items}
+    sizes = {Path(files[item.name]).stem: [item.height, item.width] for item in source.items}
+    for frame, entry in read["frames"].items():
+        assert entry["size"] == sizes[frame]

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,9 @@ import pytest
 from labelloop.audit import UnknownTask, task_audit
 from labelloop.client import LabelloopClient
 from labelloop.composition import projections
+from labelloop.datasets import Box
 from labelloop.db import get_engine
-from labelloop_tools.synthetic import Box, annotations_body, write_synthetic_frames
+from labelloop_tools.synthetic import annotations_body, write_synthetic_frames
 from tests.integration.harness import ApiServer, wait_until
 from tests.integration.replay_check import assert_replay_matches, wait_quiet
 
@@ -204,8 +204,8 @@ def check_guidance(
     )
     wrong = {
         "frames": [
-            {"frame": dropped, "boxes": [asdict(b) for b in truth[dropped][1:]]},
-            {"frame": padded, "boxes": [asdict(b) for b in [*truth[padded], empty]]},
+            {"frame": dropped, "boxes": [b.api_shape() for b in truth[dropped][1:]]},
+            {"frame": padded, "boxes": [b.api_shape() for b in [*truth[padded], empty]]},
         ]
     }
     client.request("PUT", f"/api/jobs/{job['id']}/annotations", json=wrong)

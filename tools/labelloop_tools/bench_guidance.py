@@ -22,8 +22,8 @@ from typing import Any
 from rich.console import Console
 
 from labelloop.config import Settings
+from labelloop.datasets import Box as TruthBox
 from labelloop_tools.plots import pyplot, save
-from labelloop_tools.synthetic import Box as TruthBox
 from labelloop_tools.synthetic import synthetic_frame
 
 SEEDS = (1, 2, 3)

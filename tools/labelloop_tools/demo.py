@@ -18,8 +18,9 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from labelloop.client import LabelloopClient, LabelloopError
 from labelloop.config import Settings
+from labelloop.datasets import Box
 from labelloop.progress import create_task_with_progress, frame_files
-from labelloop_tools.synthetic import Box, annotations_body
+from labelloop_tools.synthetic import annotations_body
 
 CHECKOUT_SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 """The checkout's ``samples/``: this package lives in ``tools/`` beside it and is never

@@ -10,32 +10,22 @@ from __future__ import annotations
 import io
 import random
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
 
+from labelloop.datasets import Box
+
 DEFAULT_SIZE = (192, 144)
 LABEL = "box"
-
-
-@dataclass(frozen=True)
-class Box:
-    """Pixels, ``x``/``y`` the top-left corner (the API's annotation shape)."""
-
-    label: str
-    x: float
-    y: float
-    w: float
-    h: float
 
 
 def annotations_body(frames: Iterable[str], truth: dict[str, list[Box]]) -> dict[str, Any]:
     """``PUT /api/jobs/{id}/annotations``'s body labeling ``frames`` with their ground truth."""
     return {
         "frames": [
-            {"frame": name, "boxes": [asdict(box) for box in truth[name]]} for name in frames
+            {"frame": name, "boxes": [box.api_shape() for box in truth[name]]} for name in frames
         ]
     }
 

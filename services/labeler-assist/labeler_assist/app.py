@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import StreamingResponse
@@ -20,7 +20,7 @@ from labeler_assist.export import ExportTooLarge, Part, write_export
 from labeler_assist.guidance import check_labels, current_issues, ranking, record_ranking
 from labeler_assist.handlers import remember
 from labeler_assist.labels import NotFound, NotPermitted, NotYetKnown, submit_labels
-from labeler_assist.lookups import find_job
+from labeler_assist.lookups import find_job, newest_by_frame
 from labeler_assist.models import Annotation, AssistFrame, Preannotation
 from labeler_assist.preannotation import ModelServer, TrainedOn
 from labeler_assist.projections import PROJECTION
@@ -229,7 +229,7 @@ def get_preannotations(
     job = find_job(session, job_id)
     if job is None or not principal.can_read(job.task_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
-    rows = [
+    newest = newest_by_frame(
         row
         for chunk in in_chunks(job.frames)
         for row in session.exec(
@@ -237,11 +237,7 @@ def get_preannotations(
                 Preannotation.task_id == job.task_id, col(Preannotation.frame).in_(chunk)
             )
         )
-    ]
-    newest: dict[str, Preannotation] = {}
-    for row in rows:
-        if row.frame not in newest or row.model_version > newest[row.frame].model_version:
-            newest[row.frame] = row
+    )
     return JobPreannotations(
         frames=[
             FramePreannotation(
@@ -357,9 +353,7 @@ def export_task(
     """Images and annotations in the format's own layout, with ``labelloop.json`` saying what
     the export holds and which frames it left out (bytes no longer those ingest checked)."""
     task = require_task(session, task_id, principal)
-    parts: list[Part] = [
-        "preannotations" if part == "preannotations" else "labels" for part in include.split(",")
-    ]
+    parts = cast(list[Part], include.split(","))  # the pattern admits only these two
     try:
         export = write_export(session, runtime.store, runtime.settings, task, format, parts)
     except ExportTooLarge as large:
@@ -367,8 +361,8 @@ def export_task(
     except DatasetError as invalid:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(invalid)) from invalid
     return StreamingResponse(
-        iter(lambda: export.file.read(EXPORT_CHUNK), b""),
+        iter(lambda: export.read(EXPORT_CHUNK), b""),
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{task_id}-{format}.zip"'},
-        background=BackgroundTask(export.file.close),
+        background=BackgroundTask(export.close),
     )

@@ -8,11 +8,11 @@ import json
 import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import IO, Any, Literal
 
 from sqlmodel import Session, col, select
 
+from labeler_assist.lookups import newest_by_frame
 from labeler_assist.models import Annotation, AssistFrame, Preannotation
 from labelloop.config import Settings
 from labelloop.datasets import (
@@ -37,17 +37,12 @@ class ExportTooLarge(Exception):
     """The export outgrew ``LABELLOOP_EXPORT_MAX_BYTES``."""
 
 
-@dataclass(frozen=True)
-class Export:
-    """A written export: the zip (a temporary file, deleted when closed) and its record."""
-
-    file: IO[bytes]
-    manifest: dict[str, Any]
-
-
-def task_dataset(session: Session, task: Task, include: Iterable[Part]) -> Dataset:
+def task_dataset(
+    session: Session, task: Task, include: Iterable[Part]
+) -> tuple[Dataset, dict[str, AssistFrame]]:
     """The task's frames that have what ``include`` names: labeled frames with their labels,
-    pre-annotated ones with each frame's newest model boxes (served from ``serve_conf`` up)."""
+    pre-annotated ones with each frame's newest model boxes (served from ``serve_conf`` up);
+    and the stored frame of each item (where its bytes are, and their hash)."""
     parts = set(include)
     labels = (
         {
@@ -57,14 +52,20 @@ def task_dataset(session: Session, task: Task, include: Iterable[Part]) -> Datas
         if "labels" in parts
         else {}
     )
-    newest: dict[str, Preannotation] = {}
-    if "preannotations" in parts:
-        for row in session.exec(select(Preannotation).where(Preannotation.task_id == task.id)):
-            if row.frame not in newest or row.model_version > newest[row.frame].model_version:
-                newest[row.frame] = row
-    frames = session.exec(
-        select(AssistFrame).where(AssistFrame.task_id == task.id).order_by(col(AssistFrame.name))
+    newest = (
+        newest_by_frame(session.exec(select(Preannotation).where(Preannotation.task_id == task.id)))
+        if "preannotations" in parts
+        else {}
     )
+    frames = [
+        frame
+        for frame in session.exec(
+            select(AssistFrame)
+            .where(AssistFrame.task_id == task.id)
+            .order_by(col(AssistFrame.name))
+        )
+        if frame.name in labels or frame.name in newest
+    ]
     items = [
         Item(
             name=frame.name,
@@ -74,15 +75,15 @@ def task_dataset(session: Session, task: Task, include: Iterable[Part]) -> Datas
             predictions=_boxes(newest[frame.name].boxes) if frame.name in newest else (),
         )
         for frame in frames
-        if frame.name in labels or frame.name in newest
     ]
     versions = {row.model_version for row in newest.values()}
-    return Dataset(
+    dataset = Dataset(
         labels=tuple(task.labels),
         items=tuple(items),
         name=task.name,
         model_version=max(versions) if versions else None,
     )
+    return dataset, {frame.name: frame for frame in frames}
 
 
 def _boxes(rows: list[dict[str, Any]]) -> tuple[Box, ...]:
@@ -98,18 +99,15 @@ def write_export(
     task: Task,
     fmt: DatasetFormat,
     include: Iterable[Part],
-) -> Export:
-    """The task's dataset in ``fmt`` as a zip in a temporary file. A frame whose stored bytes
+) -> IO[bytes]:
+    """The task's dataset in ``fmt`` as a zip in a temporary file (deleted when closed; the
+    caller closes it once sent). A frame whose stored bytes
     are no longer those ingest checked is left out and listed in ``labelloop.json``.
 
     :class:`ExportTooLarge` past ``export_max_bytes`` of images, before anything is sent.
     """
     parts = sorted(set(include))
-    dataset = task_dataset(session, task, parts)
-    stored = {
-        frame.name: frame
-        for frame in session.exec(select(AssistFrame).where(AssistFrame.task_id == task.id))
-    }
+    dataset, stored = task_dataset(session, task, parts)
     skipped: list[dict[str, str]] = []
     total = 0
 
@@ -135,13 +133,13 @@ def write_export(
     try:
         with zipfile.ZipFile(file, "w", allowZip64=True) as archive:
             write_dataset(fmt, dataset, ZipSink(archive), image)
-            manifest = _manifest(task, fmt, parts, dataset, skipped)
-            archive.writestr(MANIFEST, json.dumps(manifest, indent=2))
+            record = _manifest(task, fmt, parts, dataset, skipped)
+            archive.writestr(MANIFEST, json.dumps(record, indent=2))
     except BaseException:
         file.close()
         raise
     file.seek(0)
-    return Export(file, manifest)
+    return file
 
 
 def _manifest(

@@ -11,9 +11,11 @@ counted twice and no route answers 404 for something a client was told exists.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlmodel import Session
 
-from labeler_assist.models import AssistFrame, AssistJob
+from labeler_assist.models import AssistFrame, AssistJob, Preannotation
 from labeler_assist.projections import frame_row, job_row
 from labelloop.messaging.outbox import committed_event
 from schemas.events import FrameProcessed, JobCreated
@@ -34,3 +36,12 @@ def find_frame(session: Session, task_id: str, name: str) -> AssistFrame | None:
         event = committed_event(session, FrameProcessed, task_id, name)
         frame = None if event is None else AssistFrame(**frame_row(event))
     return frame
+
+
+def newest_by_frame(rows: Iterable[Preannotation]) -> dict[str, Preannotation]:
+    """Each frame's boxes from the newest model version that pre-annotated it."""
+    newest: dict[str, Preannotation] = {}
+    for row in rows:
+        if row.frame not in newest or row.model_version > newest[row.frame].model_version:
+            newest[row.frame] = row
+    return newest
