@@ -202,6 +202,15 @@ class Settings(BaseSettings):
     export_max_bytes: Annotated[int, Field(ge=1024 * 1024)] = 8 * 1024**3
     """Largest dataset export (images and annotations): the api writes it to a temporary file
     before sending it, and `labelloop export` unpacks no more than this."""
+    label_studio_urls: str = ""
+    """Comma-separated Label Studio origins (``http://ls.example:8080``) that may connect
+    labelloop as their ML backend; the backend calls no other address. Empty: none may."""
+    label_studio_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    """Each call to Label Studio's API (its task list, an annotation, an image, predictions)."""
+    label_studio_label_threshold: Annotated[int, Field(ge=1, le=100_000)] = 10
+    """The label threshold of a task made for a connected Label Studio project."""
+    label_studio_segment_size: Annotated[int, Field(ge=0, le=500)] = 100
+    """Frames per job of a task made for a connected Label Studio project (0: one job)."""
     trainer_min_recall: Annotated[float, Field(ge=0, le=1)] = 0.5
     trainer_min_precision: Annotated[float, Field(ge=0, le=1)] = 0.5
     trainer_gpu_min_free_mib: Annotated[int, Field(ge=0)] = 2048

@@ -1,6 +1,6 @@
 """Read a dataset with Datumaro and print what it found as one JSON object.
 
-Run only under the Datumaro venv (``tests/datumaro_venv.py``), never the project's: it imports
+Run only under the Datumaro venv (``tests/tool_venvs.py``), never the project's: it imports
 nothing from labelloop, only the standard library and datumaro.
 
 Usage: ``python datumaro_probe.py FORMAT DIR``. Exits non-zero when Datumaro fails, or reports

@@ -43,11 +43,15 @@ def create_api(
     app.state.streams = StreamSlots(
         runtime.settings.sse_max_streams, runtime.settings.sse_max_streams_per_token
     )
-    app.add_middleware(GuardBodies, runtime=runtime)
+    routes = routed if routed is not None else services
+    open_bodies: dict[str, int] = {}
+    for service in routes:  # paths a service takes bodies on without a token (a peer's hooks)
+        open_bodies.update(getattr(service, "OPEN_BODIES", {}))
+    app.add_middleware(GuardBodies, runtime=runtime, open_bodies=open_bodies)
     app.exception_handler(EventTooLarge)(event_too_large)
     app.middleware("http")(refuse_control_characters)
     _add_ops_routes(app, Readiness(runtime))
-    for service in routed if routed is not None else services:
+    for service in routes:
         app.include_router(service.router)
     return app
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from collections.abc import Iterator
 from typing import Annotated
@@ -30,6 +32,22 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def credential(authorization: str) -> str | None:
+    """The token an ``Authorization`` header carries: ``Bearer <token>``, or HTTP Basic with
+    the token as the password (how Label Studio and other tools send a backend's secret)."""
+    scheme, _, value = authorization.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
+    return None
 
 
 def resolve_principal(runtime: Runtime, session: Session, token: str) -> Principal | None:

@@ -10,24 +10,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 
 from fastapi import HTTPException, status
 from sqlmodel import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from labelloop.api.deps import resolve_principal
+from labelloop.api.deps import credential, resolve_principal
 from labelloop.runtime import Runtime
 
 BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class GuardBodies:
-    """ASGI middleware; see the module docstring."""
+    """ASGI middleware; see the module docstring.
 
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+    ``open_bodies``: paths that take a body from callers without a token (a peer's webhooks
+    that carry no credential), each with its own, smaller bound; what they are sent is only a
+    hint their route checks at its source.
+    """
+
+    def __init__(
+        self, app: ASGIApp, runtime: Runtime, open_bodies: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.runtime = runtime
         self.max_bytes = runtime.settings.api_max_body_bytes
+        self.open_bodies = dict(open_bodies or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in BODILESS:
@@ -39,22 +48,26 @@ class GuardBodies:
         if (declared is None or declared == b"0") and not chunked:
             await self.app(scope, receive, send)  # nothing to read
             return
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await _answer(send, status.HTTP_413_CONTENT_TOO_LARGE, self._too_large())
+        open_limit = self.open_bodies.get(scope["path"])
+        limit = self.max_bytes if open_limit is None else min(open_limit, self.max_bytes)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _answer(send, status.HTTP_413_CONTENT_TOO_LARGE, self._too_large(limit))
             return
-        if not await asyncio.to_thread(self._authenticated, headers.get(b"authorization", b"")):
+        if open_limit is None and not await asyncio.to_thread(
+            self._authenticated, headers.get(b"authorization", b"")
+        ):
             await _answer(send, status.HTTP_401_UNAUTHORIZED, "a valid bearer token is needed")
             return
-        await self.app(scope, self._bounded(receive), send)
+        await self.app(scope, self._bounded(receive, limit), send)
 
     def _authenticated(self, authorization: bytes) -> bool:
-        scheme, _, token = authorization.decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = credential(authorization.decode("latin-1"))
+        if token is None:
             return False
         with Session(self.runtime.engine) as session:
-            return resolve_principal(self.runtime, session, token.strip()) is not None
+            return resolve_principal(self.runtime, session, token) is not None
 
-    def _bounded(self, receive: Receive) -> Receive:
+    def _bounded(self, receive: Receive, limit: int) -> Receive:
         read = 0
 
         async def bounded() -> Message:
@@ -62,16 +75,15 @@ class GuardBodies:
             message = await receive()
             if message["type"] == "http.request":
                 read += len(message.get("body", b""))
-                if read > self.max_bytes:
-                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, self._too_large())
+                if read > limit:
+                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, self._too_large(limit))
             return message
 
         return bounded
 
-    def _too_large(self) -> str:
-        return (
-            f"the body is over the limit of {self.max_bytes:,} bytes (LABELLOOP_API_MAX_BODY_BYTES)"
-        )
+    def _too_large(self, limit: int) -> str:
+        where = "LABELLOOP_API_MAX_BODY_BYTES" if limit == self.max_bytes else "this route's bound"
+        return f"the body is over the limit of {limit:,} bytes ({where})"
 
 
 async def _answer(send: Send, code: int, detail: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 from labelloop.datasets import DirectorySink, write_dataset
 from labelloop.datasets.files import file_names
 from tests.datasets.samples import image_bytes, sample_dataset
-from tests.datumaro_venv import read_with_datumaro
+from tests.tool_venvs import read_with_datumaro
 
 READERS = {"coco": "coco_instances", "yolo": "yolo", "cvat": "cvat", "voc": "voc_detection"}
 

@@ -159,7 +159,12 @@ def test_the_ingress_routes_the_api_and_never_metrics_or_probes(helm: Helm) -> N
         for rule in ingress["spec"]["rules"]
         for path in rule["http"]["paths"]
     }
-    assert paths == {("/api", "Prefix"), ("/docs", "Prefix"), ("/openapi.json", "Exact")}
+    assert paths == {
+        ("/api", "Prefix"),
+        ("/docs", "Prefix"),
+        ("/openapi.json", "Exact"),
+        ("/integrations/label-studio", "Prefix"),
+    }
     for exposed in ("/", "/metrics", "/readyz"):
         error = helm.render_error("default", {**EVERYTHING_ON, "ingress.paths[0].path": exposed})
         assert "paths" in error, exposed

@@ -20,9 +20,11 @@ from sqlalchemy.engine import Engine
 from labelloop.client import LabelloopClient
 from labelloop.config import Settings
 from labelloop.db import create_tables, get_engine
+from labelloop.stack.base import free_port
 from labelloop.stack.manager import Stack
 from labelloop.storage import ObjectStore
 from tests.integration.harness import ApiServer, WebhookReceiver
+from tests.integration.label_studio import LabelStudioServer
 from tests.integration.postgres import PostgresServer
 
 
@@ -104,11 +106,35 @@ async def test_settings(settings: Settings, unique: str) -> AsyncIterator[Settin
 
 
 @pytest.fixture(scope="session")
+def label_studio_port() -> int:
+    """The port a Label Studio of the tests listens on (the api names it as its one origin)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def label_studio(
+    label_studio_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabelStudioServer]:
+    """A real Label Studio, started once for the tests that use it."""
+    server = LabelStudioServer(label_studio_port, tmp_path_factory.mktemp("label-studio"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def api(
-    stack: Stack, settings: Settings, new_database_url: Callable[[], str]
+    stack: Stack, settings: Settings, new_database_url: Callable[[], str], label_studio_port: int
 ) -> Iterator[ApiServer]:
     """All services in one process on the real stack, with a database of this run's own."""
-    server = ApiServer(settings.model_copy(update={"database_url": new_database_url()}))
+    server = ApiServer(
+        settings.model_copy(
+            update={
+                "database_url": new_database_url(),
+                "label_studio_urls": f"http://127.0.0.1:{label_studio_port}",
+            }
+        )
+    )
     server.start()
     yield server
     server.stop()

@@ -25,15 +25,20 @@ class Client:
         self.status = 0
         self.body = b""
 
-    async def put(self, headers: list[tuple[bytes, bytes]]) -> None:
+    async def put(
+        self,
+        headers: list[tuple[bytes, bytes]],
+        path: str = "/api/jobs/t1-j0000/annotations",
+        method: str = "PUT",
+    ) -> None:
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
-            "method": "PUT",
+            "method": method,
             "scheme": "http",
-            "path": "/api/jobs/t1-j0000/annotations",
-            "raw_path": b"/api/jobs/t1-j0000/annotations",
+            "path": path,
+            "raw_path": path.encode(),
             "query_string": b"",
             "root_path": "",
             "headers": [(b"host", b"test"), (b"content-type", b"application/json"), *headers],
@@ -83,3 +88,32 @@ async def test_a_chunked_body_is_cut_off_at_the_limit(settings: Settings) -> Non
     await client.put([CHUNKED, (b"authorization", f"Bearer {settings.admin_token}".encode())])
     assert client.status == 413, client.body
     assert client.pulled == LIMIT // CHUNK + 1, "read up to the limit and one chunk, no more"
+
+
+async def test_basic_auth_with_a_token_as_password_is_a_known_caller(settings: Settings) -> None:
+    import base64
+
+    basic = base64.b64encode(f"label-studio:{settings.admin_token}".encode())
+    client = Client(build_app(settings, ["api"]))
+    await client.put([CHUNKED, (b"authorization", b"Basic " + basic)])
+    assert client.status == 413, "read as a known caller's, up to the limit"
+    wrong = base64.b64encode(b"label-studio:llt_nope")
+    client = Client(build_app(settings, ["api"]))
+    await client.put([CHUNKED, (b"authorization", b"Basic " + wrong)])
+    assert client.status == 401 and client.pulled == 0
+
+
+async def test_a_peers_webhook_is_read_without_a_token_to_its_own_bound(settings: Settings) -> None:
+    from labeler_assist.studio_routes import WEBHOOK_MAX_BYTES
+
+    path = "/integrations/label-studio/webhook"
+    client = Client(build_app(settings, ["api", "labeler-assist"]))
+    await client.put([(b"content-length", str(WEBHOOK_MAX_BYTES + 1).encode())], path, "POST")
+    assert client.status == 413 and client.pulled == 0
+    client = Client(build_app(settings, ["api", "labeler-assist"]))
+    await client.put([CHUNKED], path, "POST")
+    assert client.status == 413 and client.pulled == min(LIMIT, WEBHOOK_MAX_BYTES) // CHUNK + 1
+    # every other path of the same app still needs a token first
+    client = Client(build_app(settings, ["api", "labeler-assist"]))
+    await client.put([CHUNKED])
+    assert client.status == 401 and client.pulled == 0

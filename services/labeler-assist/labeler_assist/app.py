@@ -24,6 +24,9 @@ from labeler_assist.lookups import find_job, newest_by_frame
 from labeler_assist.models import Annotation, AssistFrame, Preannotation
 from labeler_assist.preannotation import ModelServer, TrainedOn
 from labeler_assist.projections import PROJECTION
+from labeler_assist.studio_bridge import StudioBridge
+from labeler_assist.studio_routes import OPEN_BODIES
+from labeler_assist.studio_routes import router as studio_router
 from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from labelloop.api.tasks import require_task
 from labelloop.datasets import DatasetError, DatasetFormat
@@ -48,9 +51,11 @@ from schemas.events import (
     RankedFrame,
 )
 
-__all__ = ["IDENTITY", "register", "router", "subscribers"]
+__all__ = ["IDENTITY", "OPEN_BODIES", "register", "router", "subscribers"]
 
-router = APIRouter(prefix="/api", tags=["annotations"])
+router = APIRouter()
+"""Everything labeler-assist answers: the annotation routes and the Label Studio backend."""
+assist_api = APIRouter(prefix="/api", tags=["annotations"])
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class AssistDeps:
     transactions: Transactions
     server: ModelServer
     engine: Engine
+    studio: StudioBridge
 
 
 subscribers: EventSubscribers[AssistDeps] = EventSubscribers(
@@ -86,10 +92,18 @@ async def on_views(events: Sequence[FrameProcessed | JobCreated], deps: AssistDe
 
 @subscribers.handler(JobCreated)
 async def on_job_created(events: Sequence[JobCreated], deps: AssistDeps) -> None:
-    """Pre-annotate each new job's frames with the task's current model."""
+    """Pre-annotate each new job's frames with the task's current model; for a connected
+    Label Studio project, take the annotations its frames already have there."""
     for event in events:
         data = event.data
         await deps.server.preannotate(data.task_id, data.frames, data.job_id, cause=event)
+        await deps.studio.on_job_created(event)
+
+
+@subscribers.handler(PreannotationReady)
+async def on_preannotation_ready(events: Sequence[PreannotationReady], deps: AssistDeps) -> None:
+    """Push new pre-annotations of connected Label Studio projects into Label Studio."""
+    await deps.studio.push(events)
 
 
 @subscribers.handler(ModelPublished)
@@ -127,7 +141,8 @@ async def on_labels_submitted(events: Sequence[LabelsSubmitted], deps: AssistDep
 def register(runtime: Runtime) -> None:
     transactions = runtime.transactions.bound(PROJECTION)
     server = ModelServer(runtime.settings, runtime.store, transactions)
-    subscribers.subscribe(runtime, AssistDeps(transactions, server, runtime.engine))
+    studio = StudioBridge(runtime.settings, runtime.store, runtime.transactions, server)
+    subscribers.subscribe(runtime, AssistDeps(transactions, server, runtime.engine, studio))
 
 
 MAX_BOXES_PER_REQUEST = 4000
@@ -155,7 +170,7 @@ class JobAnnotations(BaseModel):
         return frames
 
 
-@router.put("/jobs/{job_id}/annotations")
+@assist_api.put("/jobs/{job_id}/annotations")
 def put_annotations(
     job_id: str, body: JobAnnotations, runtime: RuntimeDep, principal: PrincipalDep
 ) -> JobAnnotations:
@@ -177,7 +192,7 @@ def put_annotations(
     return body
 
 
-@router.get("/jobs/{job_id}/annotations")
+@assist_api.get("/jobs/{job_id}/annotations")
 def get_annotations(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobAnnotations:
     """The job's labeled frames, in the job's frame order."""
     job = find_job(session, job_id)
@@ -221,7 +236,7 @@ class JobPreannotations(BaseModel):
     frames: list[FramePreannotation]
 
 
-@router.get("/jobs/{job_id}/preannotations")
+@assist_api.get("/jobs/{job_id}/preannotations")
 def get_preannotations(
     job_id: str, session: SessionDep, principal: PrincipalDep
 ) -> JobPreannotations:
@@ -267,7 +282,7 @@ class NextFrames(BaseModel):
     frames: list[RankedFrame]
 
 
-@router.get("/tasks/{task_id}/next-frames")
+@assist_api.get("/tasks/{task_id}/next-frames")
 def next_frames(
     task_id: str,
     session: SessionDep,
@@ -296,7 +311,7 @@ class LabelIssues(BaseModel):
     issues: list[LabelIssue]
 
 
-@router.get(
+@assist_api.get(
     "/tasks/{task_id}/label-issues",
     responses={409: {"description": "No model has checked the task's labels yet."}},
 )
@@ -327,7 +342,7 @@ def label_issues(
 EXPORT_CHUNK = 1024 * 1024
 
 
-@router.get(
+@assist_api.get(
     "/tasks/{task_id}/export",
     summary="The task's dataset as a zip: COCO, Ultralytics YOLO, CVAT for images 1.1 or VOC.",
     response_class=StreamingResponse,
@@ -366,3 +381,7 @@ def export_task(
         headers={"Content-Disposition": f'attachment; filename="{task_id}-{format}.zip"'},
         background=BackgroundTask(export.close),
     )
+
+
+router.include_router(assist_api)
+router.include_router(studio_router)

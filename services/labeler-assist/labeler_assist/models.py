@@ -107,3 +107,45 @@ class LabelCheck(SQLModel, table=True):
     labels_sha256: str = Field(max_length=16)
     issues: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     checked_at: datetime = Field(default_factory=utcnow)
+
+
+class StudioProject(SQLModel, table=True):
+    """A Label Studio project connected with labelloop as its ML backend, and its task.
+
+    Not a projection: it holds the project owner's Label Studio token (from ``/setup``), which
+    no event may carry, as ``api_tokens`` holds labelloop's; a replay keeps it as it is.
+    """
+
+    __tablename__ = "label_studio_projects"
+
+    origin: str = Field(primary_key=True, max_length=255, description="Label Studio's origin.")
+    project: int = Field(primary_key=True)
+    token: str = Field(max_length=256, description="Never shown by any route.")
+    config_xml: str = Field(description="The project's label config, as /setup last sent it.")
+    task_id: str | None = Field(default=None, index=True, max_length=64)
+    connected_by: str = Field(max_length=128)
+    task_params: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON, nullable=False),
+        description="The connection's extra params for its task (label_threshold, ...).",
+    )
+    synced: bool = Field(default=False, description="Its frames and manifest are uploaded.")
+    frames: int = Field(default=0, description="Label Studio tasks that became frames.")
+    skipped: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False),
+        description="Label Studio tasks that did not become frames, each with its reason.",
+    )
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class StudioPush(SQLModel, table=True):
+    """A prediction given to Label Studio (so a redelivered event gives none twice)."""
+
+    __tablename__ = "label_studio_pushes"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    frame: str = Field(primary_key=True, max_length=255)
+    model_version: int = Field(primary_key=True)
+    pushed_at: datetime = Field(default_factory=utcnow)

@@ -1,8 +1,10 @@
-"""Datumaro (CVAT's dataset library) in a venv of its own, as an independent reader of exports.
+"""Peer tools in venvs of their own: Datumaro (CVAT's dataset library, an independent reader of
+exports) and Label Studio (a real one, for the ML backend).
 
-Datumaro's pins clash with the project's venv (it would downgrade pillow and add
-opencv-python-headless beside opencv-python), so the tests install it once into a cached venv
-and run ``tests/datumaro_probe.py`` under that interpreter, reading its JSON summary back.
+Their pins clash with the project's venv (Datumaro would downgrade pillow and add
+opencv-python-headless beside opencv-python; Label Studio pins Django's world), so the tests
+install each once into a cached venv outside the checkout and run it under that interpreter:
+``tests/datumaro_probe.py`` for Datumaro, ``label-studio start`` for Label Studio.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 DATUMARO_VERSION = "1.13.12"
+LABEL_STUDIO_VERSION = "1.23.2"
 
 _PROBE = Path(__file__).with_name("datumaro_probe.py")
 _MARKER = ".labelloop-complete"
@@ -24,58 +27,65 @@ _INSTALL_TIMEOUT_S = 1800
 _PROBE_TIMEOUT_S = 300
 
 
-def _venv_dir() -> Path:
+def _venv_dir(package: str, version: str) -> Path:
     """Outside the checkout, so every worktree and CI run on the machine shares one install."""
-    return Path.home() / ".cache" / "labelloop" / f"datumaro-venv-{DATUMARO_VERSION}"
+    return Path.home() / ".cache" / "labelloop" / f"{package}-venv-{version}"
 
 
 def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _run(args: list[str], env: dict[str, str]) -> None:
+def _run(args: list[str], env: dict[str, str], requirement: str) -> None:
     """Run one install step; its output tail goes into the error, since pip's is long."""
     done = subprocess.run(
         args, capture_output=True, text=True, env=env, timeout=_INSTALL_TIMEOUT_S, check=False
     )
     if done.returncode != 0:
         raise RuntimeError(
-            f"installing Datumaro {DATUMARO_VERSION} failed ({' '.join(args)}, "
+            f"installing {requirement} failed ({' '.join(args)}, "
             f"exit {done.returncode}):\n{_tail(done.stdout + done.stderr)}"
         )
 
 
-def datumaro_python() -> Path:
-    """The interpreter of the Datumaro venv, made on first use (minutes; later calls are free).
+def tool_venv(package: str, version: str) -> Path:
+    """The venv holding ``package==version``, made on first use (minutes; later calls are free).
 
     The marker is written last, so a venv left half-made by an interrupted install is removed and
     made again. A lock beside the venv keeps parallel pytest processes from installing at once.
     """
-    venv = _venv_dir()
+    venv = _venv_dir(package, version)
     python = venv / "bin" / "python"
+    requirement = f"{package}=={version}"
     if (venv / _MARKER).is_file():
-        return python
+        return venv
     venv.parent.mkdir(parents=True, exist_ok=True)
     lock = venv.with_name(venv.name + ".lock")
     with lock.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             if (venv / _MARKER).is_file():  # another process finished it while we waited
-                return python
+                return venv
             shutil.rmtree(venv, ignore_errors=True)
             env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
             env.pop("VIRTUAL_ENV", None)
             env.pop("PYTHONPATH", None)
             # From a venv's interpreter `-m venv` still makes a venv of the base Python.
-            _run([sys.executable, "-m", "venv", str(venv)], env)
-            _run(
-                [str(python), "-m", "pip", "install", "--quiet", f"datumaro=={DATUMARO_VERSION}"],
-                env,
-            )
-            (venv / _MARKER).write_text(f"datumaro=={DATUMARO_VERSION}\n")
+            _run([sys.executable, "-m", "venv", str(venv)], env, requirement)
+            _run([str(python), "-m", "pip", "install", "--quiet", requirement], env, requirement)
+            (venv / _MARKER).write_text(requirement + "\n")
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-    return python
+    return venv
+
+
+def datumaro_python() -> Path:
+    return tool_venv("datumaro", DATUMARO_VERSION) / "bin" / "python"
+
+
+def label_studio_command() -> Path:
+    """``label-studio``, from its own venv."""
+    return tool_venv("label-studio", LABEL_STUDIO_VERSION) / "bin" / "label-studio"
 
 
 def read_with_datumaro(root: Path, fmt: str) -> dict[str, Any]:
