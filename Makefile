@@ -8,7 +8,7 @@ WHEELS ?= $(HOME)/.cache/labelloop/wheels
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install run check test lint typecheck unit integration bench stop status clean
+.PHONY: install run check test browser lint typecheck unit integration bench stop status clean
 
 install: $(STAMP)
 
@@ -35,12 +35,19 @@ check: install lint typecheck
 
 ## make test: the fast lane first, then every other test on the real stack (SQLite), then the
 ## integration suite once more against a PostgreSQL server it starts (Debian's postgresql
-## binaries; Label Studio's test, whose database is its own, only once), then the
+## binaries; the Label Studio and browser tests only once), then the
 ## object-store tests (marker object_store) once more on versitygw.
-test: check
+test: check browser
 	$(BIN)/pytest --ignore=tests/unit
-	LABELLOOP_TEST_DATABASE=postgresql $(BIN)/pytest tests/integration -m "not label_studio"
+	LABELLOOP_TEST_DATABASE=postgresql $(BIN)/pytest tests/integration -m "not label_studio and not browser"
 	LABELLOOP_STACK_S3=versitygw $(BIN)/pytest tests/integration -m object_store
+
+## make browser: Debian's chromium and chromium-driver, for the dashboard's browser test
+## (browsers a tool downloads by itself cannot be had here).
+browser:
+	@test -x /usr/bin/chromedriver || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+		chromium chromium-driver >/dev/null || (apt-get update -q >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null))
 
 lint: install
 	$(BIN)/ruff check .

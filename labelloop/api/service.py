@@ -1,4 +1,5 @@
-"""The ``api`` service: tasks, and the event-log projection behind timelines and SSE."""
+"""The ``api`` service: tasks, the event-log projection behind timelines and SSE, and the
+read-only dashboard at ``/ui/``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy.engine import Engine
 
-from labelloop.api import IDENTITY, tasks, tokens
+from labelloop.api import IDENTITY, dashboard, tasks, tokens
 from labelloop.messaging.subscribers import EventSubscribers
 from labelloop.runtime import Runtime
 from labelloop.timeline import record_events
@@ -19,11 +20,14 @@ from schemas.events import EVENT_TYPES, TaskCreated
 """The api's timeline consumer keeps the group it had before identities (a new one would read
 every topic from the start again)."""
 
-__all__ = ["IDENTITY", "register", "router", "subscribers"]
+__all__ = ["IDENTITY", "OPEN_BODIES", "register", "router", "subscribers"]
 
 router = APIRouter()
 router.include_router(tasks.router)
 router.include_router(tokens.router)
+router.include_router(dashboard.router)
+OPEN_BODIES = dashboard.OPEN_BODIES
+"""The dashboard's login form is posted before the visitor has a token."""
 
 subscribers: EventSubscribers[Engine] = EventSubscribers(IDENTITY, produces=(TaskCreated,))
 

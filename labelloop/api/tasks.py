@@ -11,13 +11,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from labelloop.api.deps import (
     AdminDep,
     PrincipalDep,
     RuntimeDep,
     SessionDep,
+    credential,
     resolve_principal,
     task_not_found,
 )
@@ -49,6 +50,25 @@ def create_task(body: TaskCreate, runtime: RuntimeDep, principal: AdminDep) -> T
         task = uow.session.get(Task, created.data.task_id)
     assert task is not None
     return TaskPublic.of(task)
+
+
+MAX_LISTED_TASKS = 500
+"""Tasks one ``GET /api/tasks`` answer lists at most (newest first)."""
+
+
+@router.get("/tasks")
+def list_tasks(
+    session: SessionDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_LISTED_TASKS)] = 100,
+) -> list[TaskPublic]:
+    """The tasks the caller may read, newest first (a scoped token: its tasks alone)."""
+    query = select(Task).order_by(col(Task.created_at).desc()).limit(limit)
+    if principal.role is not Role.ADMIN and principal.task_ids is not None:
+        if not principal.task_ids:
+            return []
+        query = query.where(col(Task.id).in_(sorted(principal.task_ids)))
+    return [TaskPublic.of(task) for task in session.exec(query)]
 
 
 def require_task(session: Session, task_id: str, principal: Principal) -> Task:
@@ -95,14 +115,28 @@ async def task_timeline(
     listed = await asyncio.to_thread(look_up)
     if not streaming:
         return listed
-    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    token = credential(request.headers.get("authorization", "")) or ""
+    return event_stream(runtime, request, task_id, token, hidden, last_event_id or 0, until)
+
+
+def event_stream(
+    runtime: Any,
+    request: Request,
+    task_id: str,
+    token: str,
+    hidden: frozenset[str],
+    after_seq: int = 0,
+    until: str | None = None,
+) -> StreamingResponse:
+    """A task's timeline as SSE for the holder of ``token`` (already allowed to read it): one
+    of the token's stream slots, and the stream ends once the token no longer reads the task."""
     slot = request.app.state.streams.take(token)
     return StreamingResponse(
         _stream(
             runtime,
             request,
             task_id,
-            after_seq=last_event_id or 0,
+            after_seq=after_seq,
             until=until,
             hidden=hidden,
             still_allowed=lambda: _token_reads(runtime, token, task_id),

@@ -211,6 +211,9 @@ def test_a_project_reconnects_with_a_new_token_but_not_new_labels(bridge: Studio
         session.commit()
     again = bridge.connect(ADMIN, "4.1", CONFIG, STUDIO, "tok-2")
     assert (again.token, again.task_id) == ("tok-2", "t4")
+    reader = Principal("aud", Role.AUDITOR, frozenset({"t4"}))
+    kept = bridge.connect(reader, "4.1", CONFIG, STUDIO, "tok-from-an-auditor")
+    assert kept.token == "tok-2", "a non-admin uses the connection and changes nothing"
     outsider = Principal("ann", Role.ANNOTATOR, frozenset({"other"}))
     with pytest.raises(StudioRefused) as hidden:
         bridge.connect(outsider, "4.1", CONFIG, STUDIO, "tok-3")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import BaseModel, Field
 from sqlmodel import select
 
@@ -18,6 +18,7 @@ from ingest.projections import PROJECTION
 from ingest.reconciler import Backoff, Reconciler
 from labelloop.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep
 from labelloop.api.tasks import require_task
+from labelloop.integrity import NotAsRecorded, read_verified
 from labelloop.messaging.subscribers import EventSubscribers
 from labelloop.runtime import Runtime
 from schemas.events import (
@@ -137,4 +138,43 @@ def task_frames(task_id: str, session: SessionDep, principal: PrincipalDep) -> I
         rejected=sum(frame.status == "rejected" for frame in frames),
         data_ready=bool(ingest and ingest.data_ready_at),
         frames=[FramePublic.model_validate(frame, from_attributes=True) for frame in frames],
+    )
+
+
+IMAGE_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+    "GIF": "image/gif",
+}
+
+
+@router.get(
+    "/tasks/{task_id}/frames/{name}/image",
+    response_class=Response,
+    responses={200: {"content": {"image/*": {}}}, 409: {"description": "Bytes changed."}},
+)
+def frame_image(
+    task_id: str, name: str, runtime: RuntimeDep, session: SessionDep, principal: PrincipalDep
+) -> Response:
+    """A processed frame's image, the bytes ingest validated (checked against its sha256)."""
+    require_task(session, task_id, principal)
+    frame = session.get(Frame, (task_id, name))
+    if frame is None or frame.status != "processed":
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no processed frame {name}")
+    try:
+        data = read_verified(
+            runtime.store,
+            frame.object_key,
+            frame.sha256,
+            max_bytes=runtime.settings.ingest_max_frame_bytes,
+        )
+    except NotAsRecorded as changed:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(changed)) from changed
+    return Response(
+        data,
+        media_type=IMAGE_TYPES.get(frame.format or "", "application/octet-stream"),
+        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"},
     )

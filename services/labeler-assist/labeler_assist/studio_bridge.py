@@ -149,7 +149,8 @@ class StudioBridge:
         extra_params: object = None,
     ) -> Connection:
         """Record (or refresh) a project's connection, as ``/setup`` sends it; its task is made
-        by :meth:`sync` once the project has tasks, with the connection's extra params."""
+        by :meth:`sync` once the project has tasks, with the connection's extra params. Only an
+        admin connects or changes one; another token that reads the task gets it as it is."""
         project = project_id(uid)
         config = parse_label_config(schema)
         params = task_params(extra_params, config)
@@ -186,6 +187,8 @@ class StudioBridge:
                         f"config now names {sorted(config.labels)}: a task's labels are fixed, "
                         "so connect a new project for new labels",
                     )
+            if principal.role is not Role.ADMIN:  # others may use a connection, not change it
+                return _connection(row)
             row.token, row.config_xml = token, schema
             if row.task_id is None:
                 row.task_params = params
@@ -237,12 +240,14 @@ class StudioBridge:
         self._busy.add(key)
         client = self.client(connection)
         try:
-            listed = [task async for task in client.tasks(connection.project)]
+            # by id: Label Studio pages by last update, so a task changed meanwhile shows twice
+            listed = list({t["id"]: t async for t in client.tasks(connection.project)}.values())
             if not listed:
                 return
             task_id = connection.task_id
             if task_id is None:
                 title = str((await client.project(connection.project)).get("title") or "")
+                title = "".join(char for char in title if char.isprintable())
                 task_id = await asyncio.to_thread(self._create_task, connection, title)
                 if task_id is None:
                     return  # another replica made it and syncs
