@@ -37,6 +37,9 @@ class Runtime:
     relay: OutboxRelay
     transactions: Transactions
     background: list[BackgroundLoop] = field(default_factory=list)
+    parts: dict[str, Any] = field(default_factory=dict)
+    """What a service builds once per process and shares between its handlers and its routes
+    (labeler-assist's model server: one per process, not one each)."""
 
     @cached_property
     def store(self) -> ObjectStore:

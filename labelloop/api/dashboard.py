@@ -24,9 +24,9 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from labelloop.api.deps import get_runtime, resolve_principal
-from labelloop.api.tasks import event_stream
+from labelloop.api.tasks import event_stream, hidden_types
 from labelloop.auth import Principal, Role
-from labelloop.timeline import ADMIN_ONLY_TYPES, EventRecord
+from labelloop.timeline import EventRecord
 from schemas.events import EVENT_TYPES
 
 router = APIRouter(prefix="/ui", tags=["dashboard"], include_in_schema=False)
@@ -56,13 +56,15 @@ class Visitor:
     token: str
 
 
-def _visitor(request: Request) -> Visitor | None:
-    token = request.cookies.get(COOKIE, "")
-    if not token:
-        return None
+def _holder(request: Request, token: str) -> Principal | None:
     runtime = get_runtime(request)
     with Session(runtime.engine) as session:
-        principal = resolve_principal(runtime, session, token)
+        return resolve_principal(runtime, session, token) if token else None
+
+
+def _visitor(request: Request) -> Visitor | None:
+    token = request.cookies.get(COOKIE, "")
+    principal = _holder(request, token)
     return None if principal is None else Visitor(principal, token)
 
 
@@ -115,13 +117,7 @@ async def login(request: Request) -> Response:
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0].strip()
     target = _safe_next((form.get("next") or ["/ui/"])[0])
-    runtime = get_runtime(request)
-
-    def check() -> Principal | None:
-        with Session(runtime.engine) as session:
-            return resolve_principal(runtime, session, token) if token else None
-
-    if await asyncio.to_thread(check) is None:
+    if await asyncio.to_thread(_holder, request, token) is None:
         page = _page("login.html", next=target, error="That is not a valid labelloop token.")
         page.status_code = status.HTTP_401_UNAUTHORIZED
         return page
@@ -196,8 +192,12 @@ def _latest_seq(request: Request, task_id: str) -> int:
     return int(newest or 0)
 
 
-async def _task_page_values(request: Request, visitor: Visitor, task_id: str) -> dict[str, Any]:
-    last_seq = await asyncio.to_thread(_latest_seq, request, task_id)
+async def _task_page_values(
+    request: Request, visitor: Visitor, task_id: str, *, stream: bool = True
+) -> dict[str, Any]:
+    """What the task page shows; ``stream=False``: its figures alone, without where its live
+    stream starts (the page's refresh as events arrive)."""
+    last_seq = await asyncio.to_thread(_latest_seq, request, task_id) if stream else 0
     async with Api(request, visitor) as api:
         task = await api.get(f"/api/tasks/{task_id}")
         if task is None:
@@ -263,7 +263,7 @@ async def task_summary(request: Request, task_id: str) -> Response:
     visitor = await asyncio.to_thread(_visitor, request)
     if visitor is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "log in at /ui/login")
-    values = await _task_page_values(request, visitor, task_id)
+    values = await _task_page_values(request, visitor, task_id, stream=False)
     return _page("summary.html", **values)
 
 
@@ -273,10 +273,12 @@ async def task_events_stream(request: Request, task_id: str) -> StreamingRespons
     visitor = await asyncio.to_thread(_visitor, request)
     if visitor is None or not visitor.principal.can_read(task_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id}")
-    hidden = frozenset() if visitor.principal.role is Role.ADMIN else ADMIN_ONLY_TYPES
-    after = int(request.headers.get("last-event-id") or request.query_params.get("after") or 0)
+    resume = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    if not resume.isdecimal() or len(resume) > 18:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Last-Event-ID is not an id")
+    hidden = hidden_types(visitor.principal)
     runtime = get_runtime(request)
-    return event_stream(runtime, request, task_id, visitor.token, hidden, after)
+    return event_stream(runtime, request, task_id, visitor.token, hidden, int(resume))
 
 
 @router.get("/tasks/{task_id}/frames/{name}", response_class=HTMLResponse)

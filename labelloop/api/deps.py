@@ -57,19 +57,19 @@ def resolve_principal(runtime: Runtime, session: Session, token: str) -> Princip
     return principal_for(session, token)
 
 
-def current_principal(
+def optional_principal(
+    request: Request,
     runtime: RuntimeDep,
     session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """The caller: the settings' admin token, or an issued API token (see labelloop.auth)."""
-    if credentials is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing `Authorization: Bearer <token>`",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    principal = resolve_principal(runtime, session, credentials.credentials)
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal | None:
+    """The caller, from ``Authorization`` (a token as Bearer, or as a Basic password; see
+    :func:`credential`); None without the header; 401 for a credential no token matches."""
+    authorization = request.headers.get("authorization", "")
+    if not authorization:
+        return None
+    token = credential(authorization)
+    principal = resolve_principal(runtime, session, token) if token else None
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "invalid token", headers={"WWW-Authenticate": "Bearer"}
@@ -77,6 +77,20 @@ def current_principal(
     return principal
 
 
+def current_principal(
+    principal: Annotated[Principal | None, Depends(optional_principal)],
+) -> Principal:
+    """The caller: the settings' admin token, or an issued API token (see labelloop.auth)."""
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing `Authorization: Bearer <token>` (or Basic, the token as the password)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return principal
+
+
+OptionalPrincipalDep = Annotated[Principal | None, Depends(optional_principal)]
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 

@@ -71,6 +71,11 @@ def list_tasks(
     return [TaskPublic.of(task) for task in session.exec(query)]
 
 
+def hidden_types(principal: Principal) -> frozenset[str]:
+    """Event types a principal's timelines leave out: admin-only ones, for all but admins."""
+    return frozenset() if principal.role is Role.ADMIN else ADMIN_ONLY_TYPES
+
+
 def require_task(session: Session, task_id: str, principal: Principal) -> Task:
     """The task, if it exists and the caller may see it; else 404 either way."""
     task = session.get(Task, task_id)
@@ -100,7 +105,7 @@ async def task_timeline(
     ] = None,
     last_event_id: Annotated[int | None, Header()] = None,
 ) -> Any:
-    hidden = frozenset() if principal.role is Role.ADMIN else ADMIN_ONLY_TYPES
+    hidden = hidden_types(principal)
     streaming = "text/event-stream" in request.headers.get("accept", "")
 
     def look_up() -> list[Any]:  # off the event loop

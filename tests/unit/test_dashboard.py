@@ -89,7 +89,7 @@ def test_an_annotator_sees_its_tasks_alone(settings: Settings) -> None:
     assert 'id="no-tasks"' in nothing.get("/ui/").text
 
 
-def test_the_api_lists_tasks_by_scope() -> None:
+def test_the_login_sends_nowhere_but_the_dashboard() -> None:
     assert _safe_next("/ui/tasks/x") == "/ui/tasks/x"
     assert _safe_next("https://evil.example/ui/") == "/ui/"
     assert _safe_next("//evil.example") == "/ui/"
@@ -136,3 +136,23 @@ def test_webhook_deliveries_show_to_admins_alone(settings: Settings) -> None:
     annotator = logged_in(settings, token(settings, Role.ANNOTATOR, ["task-a"]))
     page = annotator.get("/ui/tasks/task-a").text
     assert "deliveries" not in page and "secret-path" not in page
+
+
+def test_a_resumed_stream_with_a_bad_id_is_refused(settings: Settings) -> None:
+    http = logged_in(settings, settings.admin_token)
+    answer = http.get("/ui/tasks/task-a/events", headers={"Last-Event-ID": "12abc"})
+    assert answer.status_code == 422
+
+
+def test_any_route_takes_a_token_as_basic_auth_password(settings: Settings) -> None:
+    import base64
+
+    http = TestClient(build_app(settings, ["api"]))
+    basic = base64.b64encode(f"any-user:{settings.admin_token}".encode()).decode()
+    assert (
+        http.get("/api/tasks/task-a", headers={"Authorization": f"Basic {basic}"}).json()["id"]
+        == "task-a"
+    )
+    wrong = base64.b64encode(b"any-user:llt_nope").decode()
+    assert http.get("/api/tasks", headers={"Authorization": f"Basic {wrong}"}).status_code == 401
+    assert http.get("/api/tasks").status_code == 401

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -30,7 +32,7 @@ from labeler_assist.studio import (
     results_from_boxes,
     studio_task,
 )
-from labeler_assist.studio_bridge import StudioBridge, StudioRefused
+from labeler_assist.studio_bridge import PART, StudioBridge, StudioRefused
 from labeler_assist.studio_client import allowed_origins, origin
 from labeler_assist.studio_routes import router
 from labelloop.auth import Principal, Role
@@ -246,7 +248,7 @@ def test_annotations_wait_for_their_frame_and_job(bridge: StudioBridge) -> None:
         session.add(AssistJob(id="j6", task_id="t6", frames=["ls-1.png"]))
         session.commit()
     connection = bridge.connect(ADMIN, "6.1", CONFIG, STUDIO, "tok")
-    connection = type(connection)(**{**connection.__dict__, "task_id": "t6"})
+    connection = dataclasses.replace(connection, task_id="t6")
     annotation = {"result": [rect(10, 10, 50, 50)], "created_username": " a@x.org, 1"}
     done = bridge._submit(connection, "t6", {1: annotation, 2: annotation, 3: annotation})
     assert done == [1]
@@ -262,8 +264,8 @@ def test_annotations_wait_for_their_frame_and_job(bridge: StudioBridge) -> None:
 def _app(bridge: StudioBridge) -> TestClient:
     app = FastAPI()
     app.include_router(router)
-    app.state.label_studio = bridge
-    app.state.runtime = type("R", (), {"settings": bridge.settings, "engine": bridge.engine})()
+    parts = {PART: bridge}  # the process's bridge, as register() leaves it
+    app.state.runtime = SimpleNamespace(settings=bridge.settings, engine=bridge.engine, parts=parts)
     return TestClient(app)
 
 
@@ -332,3 +334,16 @@ def test_extra_params_set_the_task_or_are_refused() -> None:
         task_params({"label_threshold": 0}, config)
     with pytest.raises(StudioRefused, match="JSON object"):
         task_params([1], config)
+
+
+def test_one_model_server_per_process_for_the_subscribers_and_the_routes(tmp_path: Path) -> None:
+    from labeler_assist.studio_bridge import process_bridge
+    from labelloop.serve import build_app
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/one.db")
+    runtime = build_app(settings, ["labeler-assist"]).state.runtime
+    registered = runtime.parts[PART]
+    assert process_bridge(runtime) is registered, "the routes get register()'s bridge"
+    routed_only = build_app(settings, ["api"]).state.runtime  # the api pod routes it too
+    assert PART not in routed_only.parts
+    assert process_bridge(routed_only) is process_bridge(routed_only), "made once, then kept"

@@ -24,7 +24,7 @@ from labeler_assist.lookups import find_job, newest_by_frame
 from labeler_assist.models import Annotation, AssistFrame, Preannotation
 from labeler_assist.preannotation import ModelServer, TrainedOn
 from labeler_assist.projections import PROJECTION
-from labeler_assist.studio_bridge import StudioBridge
+from labeler_assist.studio_bridge import StudioBridge, process_bridge
 from labeler_assist.studio_routes import OPEN_BODIES
 from labeler_assist.studio_routes import router as studio_router
 from labelloop.api.deps import PrincipalDep, RuntimeDep, SessionDep
@@ -140,9 +140,9 @@ async def on_labels_submitted(events: Sequence[LabelsSubmitted], deps: AssistDep
 
 def register(runtime: Runtime) -> None:
     transactions = runtime.transactions.bound(PROJECTION)
-    server = ModelServer(runtime.settings, runtime.store, transactions)
-    studio = StudioBridge(runtime.settings, runtime.store, runtime.transactions, server)
-    subscribers.subscribe(runtime, AssistDeps(transactions, server, runtime.engine, studio))
+    studio = process_bridge(runtime)  # its model server serves the routes too
+    deps = AssistDeps(transactions, studio.server, runtime.engine, studio)
+    subscribers.subscribe(runtime, deps)
 
 
 MAX_BOXES_PER_REQUEST = 4000

@@ -60,6 +60,7 @@ from labelloop.auth import Principal, Role
 from labelloop.config import Settings
 from labelloop.db import in_chunks
 from labelloop.messaging.outbox import Transactions
+from labelloop.runtime import Runtime
 from labelloop.storage import ObjectStore
 from labelloop.tasks import PROJECTION as TASKS
 from labelloop.tasks import Task, TaskCreate, new_task_id, task_created_event
@@ -403,13 +404,16 @@ class StudioBridge:
                     frames[announced] = listed
         groups: dict[tuple[str, str], list[tuple[int, FrameLabels]]] = defaultdict(list)
         done: list[int] = []
-        for studio_id, annotation in annotations.items():
-            name = frames.get(studio_id)
-            if name is None or name not in job_of:
-                continue  # not a frame yet, or its job not yet known: later
-            with Session(self.engine) as session:
-                frame = find_frame(session, task_id, name)
+        known: dict[int, tuple[str, AssistFrame | None, Annotation | None]] = {}
+        with Session(self.engine) as session:  # one session for the lot
+            for studio_id in annotations:
+                name = frames.get(studio_id)
+                if name is None or name not in job_of:
+                    continue  # not a frame yet, or its job not yet known: later
                 current = session.get(Annotation, (task_id, name))
+                known[studio_id] = (name, find_frame(session, task_id, name), current)
+        for studio_id, (name, frame, current) in known.items():
+            annotation = annotations[studio_id]
             if frame is None:
                 continue
             try:
@@ -431,6 +435,14 @@ class StudioBridge:
             groups[(job_of[name], author)].append(
                 (studio_id, FrameLabels.model_validate({"frame": name, "boxes": boxes}))
             )
+        return done + self._submit_groups(task_id, groups)
+
+    def _submit_groups(
+        self, task_id: str, groups: dict[tuple[str, str], list[tuple[int, FrameLabels]]]
+    ) -> list[int]:
+        """Each job's labels by each author, in submissions within the route's bounds; the
+        Label Studio tasks done (a frame not known here yet is left for later)."""
+        done: list[int] = []
         for (job_id, author), items in groups.items():
             principal = Principal(author, Role.ANNOTATOR, frozenset({task_id}))
             for start in range(0, len(items), FRAMES_PER_SUBMISSION):
@@ -644,3 +656,19 @@ def _studio_frames(session: Session, task_id: str) -> dict[int, str]:
     """The task's frames by the Label Studio task they came from."""
     names = session.exec(select(AssistFrame.name).where(AssistFrame.task_id == task_id))
     return {t: name for name in names if (t := studio_task(name)) is not None}
+
+
+PART = "labeler-assist.studio"
+
+
+def process_bridge(runtime: Runtime) -> StudioBridge:
+    """The process's one bridge, and with it its one model server: the subscribers' (made at
+    ``register``) where the process consumes, else made on the first request of a process that
+    only routes (the api pod)."""
+    made: StudioBridge | None = runtime.parts.get(PART)
+    if made is None:
+        transactions = runtime.transactions.bound(PROJECTION)
+        server = ModelServer(runtime.settings, runtime.store, transactions)
+        made = StudioBridge(runtime.settings, runtime.store, runtime.transactions, server)
+        runtime.parts[PART] = made
+    return made

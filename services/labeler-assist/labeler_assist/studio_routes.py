@@ -13,13 +13,17 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from pydantic import BaseModel, Field
 
-from labeler_assist.preannotation import ModelServer
 from labeler_assist.studio import StudioError, model_version, project_id
-from labeler_assist.studio_bridge import Connection, StudioBridge, StudioRefused
-from labelloop.api.deps import RuntimeDep, SessionDep, credential, resolve_principal
+from labeler_assist.studio_bridge import (
+    Connection,
+    StudioBridge,
+    StudioRefused,
+    process_bridge,
+)
+from labelloop.api.deps import OptionalPrincipalDep, PrincipalDep, RuntimeDep
 from labelloop.auth import Principal
 
 router = APIRouter(prefix="/integrations/label-studio", tags=["label-studio"])
@@ -32,53 +36,11 @@ OPEN_BODIES = {f"{router.prefix}/webhook": WEBHOOK_MAX_BYTES}
 """Label Studio's webhooks carry no credential: their body is taken without one, bounded."""
 
 
-def bridge(request: Request, runtime: RuntimeDep) -> StudioBridge:
-    """The process's bridge, made on first use (a process may route without consuming)."""
-    made: StudioBridge | None = getattr(request.app.state, "label_studio", None)
-    if made is None:
-        from labeler_assist.projections import PROJECTION
-
-        server = ModelServer(
-            runtime.settings, runtime.store, runtime.transactions.bound(PROJECTION)
-        )
-        made = StudioBridge(runtime.settings, runtime.store, runtime.transactions, server)
-        request.app.state.label_studio = made
-    return made
+def bridge(runtime: RuntimeDep) -> StudioBridge:
+    return process_bridge(runtime)
 
 
 BridgeDep = Annotated[StudioBridge, Depends(bridge)]
-
-
-def studio_principal(
-    request: Request, runtime: RuntimeDep, session: SessionDep
-) -> Principal | None:
-    """The caller by ``Authorization: Basic`` (the password a labelloop token) or ``Bearer``;
-    None without the header; 401 for a credential that is not a valid token."""
-    authorization = request.headers.get("authorization", "")
-    if not authorization:
-        return None
-    token = credential(authorization)
-    principal = resolve_principal(runtime, session, token) if token else None
-    if principal is None:
-        raise _unauthorized("the credential is not a labelloop API token")
-    return principal
-
-
-def required(principal: Annotated[Principal | None, Depends(studio_principal)]) -> Principal:
-    if principal is None:
-        raise _unauthorized("no credential")
-    return principal
-
-
-def _unauthorized(why: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED,
-        f"{why}: connect with Basic auth, any user name and a labelloop API token as the password",
-        headers={"WWW-Authenticate": 'Basic realm="labelloop"'},
-    )
-
-
-CallerDep = Annotated[Principal, Depends(required)]
 
 
 def _refused(error: StudioRefused | StudioError) -> HTTPException:
@@ -110,7 +72,7 @@ class SetupRequest(BaseModel):
 
 
 @router.post("/setup")
-async def setup(body: SetupRequest, bridge: BridgeDep, principal: CallerDep) -> dict[str, Any]:
+async def setup(body: SetupRequest, bridge: BridgeDep, principal: PrincipalDep) -> dict[str, Any]:
     """Connect a project: its RectangleLabels become a task's labels and its tasks frames
     (uploaded after the answer; Label Studio waits only 3 s). Answers the current version."""
     try:
@@ -151,7 +113,9 @@ def _readable(bridge: StudioBridge, uid: object, principal: Principal) -> Connec
 
 
 @router.post("/predict")
-async def predict(body: PredictRequest, bridge: BridgeDep, principal: CallerDep) -> dict[str, Any]:
+async def predict(
+    body: PredictRequest, bridge: BridgeDep, principal: PrincipalDep
+) -> dict[str, Any]:
     """Each task's boxes from the task's current model, loaded once per version (Triton, or
     onnxruntime in process) with labelloop's model version; empty before the first model."""
     project = body.project
@@ -171,7 +135,7 @@ async def predict(body: PredictRequest, bridge: BridgeDep, principal: CallerDep)
 async def webhook(
     payload: dict[str, Any],
     bridge: BridgeDep,
-    principal: Annotated[Principal | None, Depends(studio_principal)],
+    principal: OptionalPrincipalDep,
 ) -> dict[str, Any]:
     """Label Studio's events: an annotation created, updated or deleted is read back from
     Label Studio and taken as labels after the answer; Start Training answers where the task
