@@ -93,9 +93,13 @@ def test_export_every_format_and_import_it_back(
     assert outcome.task["labels"] == LABELS
     [new_job] = client.request("GET", f"/api/tasks/{outcome.task['id']}/jobs")
     assert labels_of(client, new_job["id"]) == truth
-    events = client.request("GET", f"/api/tasks/{outcome.task['id']}/events")
-    submissions = [e for e in events if e["type"] == "io.labelloop.labels.submitted.v1"]
-    assert submissions and {e["data"]["submitted_by"] for e in submissions} == {"admin"}
+
+    def submissions() -> list[dict[str, Any]]:  # the timeline's consumer records them a bit later
+        events = client.request("GET", f"/api/tasks/{outcome.task['id']}/events")
+        return [e for e in events if e["type"] == "io.labelloop.labels.submitted.v1"]
+
+    assert wait_until(submissions, timeout_s=30)
+    assert {e["data"]["submitted_by"] for e in submissions()} == {"admin"}
 
 
 def _put(client: LabelloopClient, job_id: str, frames: list[dict[str, Any]]) -> bool:
