@@ -38,6 +38,9 @@ OPEN_BODIES = {f"{router.prefix}/login": LOGIN_MAX_BYTES}
 TIMELINE_SHOWN = 300
 """Newest events a task page lists (the live stream adds the rest as they come)."""
 TASKS_SHOWN = 50
+SUMMARIES_AT_ONCE = 4
+"""Tasks the tasks page reads at once (four routes each): the rest wait, so one page view
+does not take every database connection of the pool."""
 FRAMES_SHOWN = 200
 """Frames a task page links to (the next frames and the label issues link theirs too)."""
 DELIVERIES_SHOWN = 100
@@ -176,9 +179,15 @@ async def tasks_page(request: Request) -> Response:
     visitor = await asyncio.to_thread(_visitor, request)
     if visitor is None:
         return _to_login(request)
+    gate = asyncio.Semaphore(SUMMARIES_AT_ONCE)
+
+    async def summary(api: Api, task: dict[str, Any]) -> dict[str, Any]:
+        async with gate:
+            return await _task_summary(api, task)
+
     async with Api(request, visitor) as api:
         tasks = await api.get("/api/tasks", limit=TASKS_SHOWN) or []
-        summaries = await asyncio.gather(*(_task_summary(api, task) for task in tasks))
+        summaries = await asyncio.gather(*(summary(api, task) for task in tasks))
     return _page("tasks.html", visitor=visitor, summaries=summaries)
 
 

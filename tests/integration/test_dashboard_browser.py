@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -42,6 +43,13 @@ def browser() -> Iterator[webdriver.Chrome]:
     driver.quit()
 
 
+def wait(driver: webdriver.Chrome, timeout_s: float) -> WebDriverWait[webdriver.Chrome]:
+    """A wait that reads elements the page replaces as events arrive (its live figures)."""
+    return WebDriverWait(
+        driver, timeout_s, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+    )
+
+
 def shot(driver: webdriver.Chrome, name: str) -> None:
     folder = os.environ.get("LABELLOOP_SCREENSHOTS")
     if folder:
@@ -54,7 +62,15 @@ def log_in(driver: webdriver.Chrome, base: str, token: str) -> None:
     assert "/ui/login" in driver.current_url, "a page without a login sends the visitor there"
     driver.find_element(By.ID, "token").send_keys(token)
     driver.find_element(By.ID, "login").click()
-    WebDriverWait(driver, 20).until(lambda d: d.current_url.rstrip("/").endswith("/ui"))
+
+    def tasks_listed(d: webdriver.Chrome) -> bool:  # the page itself, not only its address
+        return bool(d.find_elements(By.ID, "tasks") or d.find_elements(By.ID, "no-tasks"))
+
+    try:
+        WebDriverWait(driver, 60, poll_frequency=0.2).until(tasks_listed)
+    except TimeoutException:
+        page = driver.page_source[:2000]
+        raise AssertionError(f"no tasks page at {driver.current_url}:\n{page}") from None
 
 
 def test_the_dashboard_live_in_a_browser(
@@ -90,9 +106,11 @@ def test_the_dashboard_live_in_a_browser(
         )
         return bool(rows) and driver.find_element(By.ID, "jobs").text == "1"
 
-    WebDriverWait(browser, 120, poll_frequency=0.2).until(jobs_ready)
+    wait(browser, 120).until(jobs_ready)
     assert browser.execute_script("return window.stillTheSamePage === true;")
-    assert browser.find_element(By.ID, "processed").text == str(LABELED + HELD_OUT)
+    wait(browser, 20).until(
+        lambda d: d.find_element(By.ID, "processed").text == str(LABELED + HELD_OUT)
+    )
     shot(browser, "task")
 
     # a model trained on the labels pre-annotates the rest; its frame page draws both kinds
@@ -108,7 +126,7 @@ def test_the_dashboard_live_in_a_browser(
         return [f["frame"] for f in found if f["boxes"]]
 
     assert wait_until(preannotated, timeout_s=900, interval_s=2)
-    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "model").text == "v1")
+    wait(browser, 60).until(lambda d: d.find_element(By.ID, "model").text == "v1")
     assert browser.execute_script("return window.stillTheSamePage === true;")
     shot(browser, "task-with-model")
     frame = preannotated()[0]
