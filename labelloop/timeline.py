@@ -106,6 +106,28 @@ ADMIN_ONLY_TYPES = frozenset(cls.event_type() for cls in EVENTS_BY_TOPIC[Topic.W
 secrets), and the webhooks routes show those to admins only."""
 
 
+def newest_event(
+    session: Session,
+    task_ids: frozenset[str] | None,
+    *,
+    after_seq: int = 0,
+    hidden: frozenset[str] = frozenset(),
+) -> list[EventRecord]:
+    """The newest event after ``after_seq`` of any of ``task_ids`` (None: of every task), as a
+    list of at most one: enough to tell a watcher that something changed, and where it was."""
+    query = select(EventRecord).where(
+        EventRecord.seq > after_seq,  # type: ignore[operator]
+        col(EventRecord.task_id).is_not(None),
+    )
+    if task_ids is not None:
+        if not task_ids:
+            return []
+        query = query.where(col(EventRecord.task_id).in_(sorted(task_ids)))
+    if hidden:
+        query = query.where(col(EventRecord.type).not_in(hidden))
+    return list(session.exec(query.order_by(col(EventRecord.seq).desc()).limit(1)))
+
+
 def task_events(
     session: Session, task_id: str, *, after_seq: int = 0, hidden: frozenset[str] = frozenset()
 ) -> list[EventRecord]:

@@ -20,13 +20,13 @@ import httpx
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session
 
+from labelloop.api.charts import BOX, training_curves
 from labelloop.api.deps import get_runtime, resolve_principal
-from labelloop.api.tasks import event_stream, hidden_types
+from labelloop.api.tasks import event_stream, hidden_types, sse_response
 from labelloop.auth import Principal, Role
-from labelloop.timeline import EventRecord
+from labelloop.timeline import EventRecord, newest_event
 from schemas.events import EVENT_TYPES
 
 router = APIRouter(prefix="/ui", tags=["dashboard"], include_in_schema=False)
@@ -49,6 +49,7 @@ _templates = Environment(
     loader=FileSystemLoader(Path(__file__).with_name("templates")),
     autoescape=select_autoescape(("html",)),
 )
+_templates.globals["box"] = BOX
 
 
 @dataclass(frozen=True)
@@ -150,28 +151,38 @@ def _safe_next(target: str) -> str:
 
 
 async def _task_summary(api: Api, task: dict[str, Any]) -> dict[str, Any]:
-    """One task's figures: frames, jobs, labeled frames against the threshold, the model."""
+    """One task's figures: frames, jobs with their label progress, labeled frames against the
+    threshold, the models and the current one."""
     task_id = task["id"]
-    frames, jobs, models, events = await asyncio.gather(
+    frames, jobs, models, progress = await asyncio.gather(
         api.get(f"/api/tasks/{task_id}/frames"),
         api.get(f"/api/tasks/{task_id}/jobs"),
         api.get(f"/api/tasks/{task_id}/models"),
-        api.get(f"/api/tasks/{task_id}/events"),
+        api.get(f"/api/tasks/{task_id}/label-progress"),
     )
-    labeled = 0
-    for event in events or []:
-        if event["type"].endswith(".labels.submitted.v1"):
-            labeled = max(labeled, event["data"]["labeled_frames"])
+    labeled_in = {job["job_id"]: job["labeled"] for job in (progress or {}).get("jobs", [])}
     current = next((m for m in models or [] if m.get("current")), None)
     return {
         "task": task,
         "frames": frames,
-        "jobs": jobs or [],
+        "jobs": [{**job, "labeled": labeled_in.get(job["id"], 0)} for job in jobs or []],
         "models": models or [],
-        "labeled": labeled,
+        "labeled": (progress or {}).get("labeled_frames", 0),
+        "next_training_at": (progress or {}).get("next_training_at", task["label_threshold"]),
         "current": current,
-        "events": events or [],
     }
+
+
+async def _summaries(api: Api) -> list[dict[str, Any]]:
+    """The figures of the newest tasks the visitor may read, a few tasks at a time."""
+    gate = asyncio.Semaphore(SUMMARIES_AT_ONCE)
+
+    async def summary(task: dict[str, Any]) -> dict[str, Any]:
+        async with gate:
+            return await _task_summary(api, task)
+
+    tasks = await api.get("/api/tasks", limit=TASKS_SHOWN) or []
+    return list(await asyncio.gather(*(summary(task) for task in tasks)))
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -179,52 +190,111 @@ async def tasks_page(request: Request) -> Response:
     visitor = await asyncio.to_thread(_visitor, request)
     if visitor is None:
         return _to_login(request)
-    gate = asyncio.Semaphore(SUMMARIES_AT_ONCE)
-
-    async def summary(api: Api, task: dict[str, Any]) -> dict[str, Any]:
-        async with gate:
-            return await _task_summary(api, task)
-
+    principal = visitor.principal
+    after = await asyncio.to_thread(_newest_seq, request, principal, _readable(principal))
     async with Api(request, visitor) as api:
-        tasks = await api.get("/api/tasks", limit=TASKS_SHOWN) or []
-        summaries = await asyncio.gather(*(summary(api, task) for task in tasks))
-    return _page("tasks.html", visitor=visitor, summaries=summaries)
+        summaries = await _summaries(api)
+    return _page(
+        "tasks.html",
+        visitor=visitor,
+        summaries=summaries,
+        last_seq=after,
+        event_types=json.dumps(sorted(EVENT_TYPES)),
+    )
 
 
-def _latest_seq(request: Request, task_id: str) -> int:
-    """Where the live stream starts: the task's newest event in the log now (the page's events,
-    read after this, may repeat a few the stream sends; the page drops those by id)."""
+@router.get("/tasks-table", response_class=HTMLResponse)
+async def tasks_table(request: Request) -> Response:
+    """The tasks page's table alone, which the page fetches again as its tasks change."""
+    visitor = await asyncio.to_thread(_visitor, request)
+    if visitor is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "log in at /ui/login")
+    async with Api(request, visitor) as api:
+        summaries = await _summaries(api)
+    return _page("tasks_table.html", summaries=summaries)
+
+
+def _readable(principal: Principal) -> frozenset[str] | None:
+    """The tasks whose events a principal may see; None: every task."""
+    return None if principal.role is Role.ADMIN else principal.task_ids
+
+
+def _newest_seq(request: Request, principal: Principal, tasks: frozenset[str] | None) -> int:
+    """Where a page's live stream starts: the newest event of ``tasks`` (None: every task) the
+    principal may see, in the log now (the page, read after this, may repeat a few events the
+    stream sends; the page drops those by id)."""
     with Session(get_runtime(request).engine) as session:
-        newest = session.exec(
-            select(func.max(EventRecord.seq)).where(EventRecord.task_id == task_id)
-        ).one()
-    return int(newest or 0)
+        newest = newest_event(session, tasks, hidden=hidden_types(principal))
+    return int(newest[0].seq or 0) if newest else 0
+
+
+@router.get("/changes")
+async def changes_stream(request: Request) -> StreamingResponse:
+    """SSE for the tasks page: whenever any task the cookie's holder may read has new events,
+    the newest of them alone (by its type and id), which is the page's cue to fetch its table."""
+    visitor = await asyncio.to_thread(_visitor, request)
+    if visitor is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "log in at /ui/login")
+    resume = _resume_from(request)
+    principal, token, runtime = visitor.principal, visitor.token, get_runtime(request)
+    scope, hidden = _readable(principal), hidden_types(principal)
+
+    def fetch(session: Session, after: int) -> list[EventRecord]:
+        return newest_event(session, scope, after_seq=after, hidden=hidden)
+
+    def still_allowed() -> bool:
+        with Session(runtime.engine) as session:
+            return resolve_principal(runtime, session, token) is not None
+
+    return sse_response(
+        runtime, request, token, fetch, still_allowed=still_allowed, after_seq=resume
+    )
+
+
+def _resume_from(request: Request) -> int:
+    """Where a stream resumes: ``Last-Event-ID`` (a reconnecting EventSource) or ``?after=``."""
+    resume = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    if not resume.isdecimal() or len(resume) > 18:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Last-Event-ID is not an id")
+    return int(resume)
 
 
 async def _task_page_values(
-    request: Request, visitor: Visitor, task_id: str, *, stream: bool = True
+    request: Request,
+    visitor: Visitor,
+    task_id: str,
+    *,
+    stream: bool = True,
+    correlation: str | None = None,
 ) -> dict[str, Any]:
     """What the task page shows; ``stream=False``: its figures alone, without where its live
-    stream starts (the page's refresh as events arrive)."""
-    last_seq = await asyncio.to_thread(_latest_seq, request, task_id) if stream else 0
+    stream starts (the page's refresh as events arrive). ``correlation``: the timeline shows
+    that chain of events alone."""
+    principal, this_task = visitor.principal, frozenset({task_id})
+    last_seq = await asyncio.to_thread(_newest_seq, request, principal, this_task) if stream else 0
     async with Api(request, visitor) as api:
         task = await api.get(f"/api/tasks/{task_id}")
         if task is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id}")
-        summary, next_frames, issues = await asyncio.gather(
+        summary, events, next_frames, issues = await asyncio.gather(
             _task_summary(api, task),
+            api.get(f"/api/tasks/{task_id}/events"),
             api.get(f"/api/tasks/{task_id}/next-frames", limit=20),
             api.get(f"/api/tasks/{task_id}/label-issues", limit=50),
         )
     deliveries = await _deliveries(request, visitor, task_id)
-    events = summary["events"][-TIMELINE_SHOWN:]
+    events = events or []
+    if correlation is not None:
+        events = [e for e in events if e.get("correlationid") == correlation]
     return {
         "deliveries": deliveries,
         "visitor": visitor,
         "s": summary,
+        "curves": training_curves(events),
         "next_frames": next_frames,
         "issues": issues,
-        "timeline": list(reversed(events)),
+        "timeline": list(reversed(events[-TIMELINE_SHOWN:])),
+        "correlation": correlation,
         "last_seq": last_seq,
         "refused": [f for f in (summary["frames"] or {}).get("frames", []) if f.get("reason")],
         "frame_names": sorted(
@@ -256,11 +326,13 @@ async def _deliveries(request: Request, visitor: Visitor, task_id: str) -> list[
 
 
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
-async def task_page(request: Request, task_id: str) -> Response:
+async def task_page(request: Request, task_id: str, correlation: str | None = None) -> Response:
+    """A task, live; ``?correlation=ID`` narrows its timeline to one chain of events (a
+    training run, an upload's frames), which the timeline's correlation links open."""
     visitor = await asyncio.to_thread(_visitor, request)
     if visitor is None:
         return _to_login(request)
-    values = await _task_page_values(request, visitor, task_id)
+    values = await _task_page_values(request, visitor, task_id, correlation=correlation)
     return _page(
         "task.html", event_types=json.dumps(sorted(EVENT_TYPES)), task_id=task_id, **values
     )
@@ -282,12 +354,10 @@ async def task_events_stream(request: Request, task_id: str) -> StreamingRespons
     visitor = await asyncio.to_thread(_visitor, request)
     if visitor is None or not visitor.principal.can_read(task_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id}")
-    resume = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    if not resume.isdecimal() or len(resume) > 18:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Last-Event-ID is not an id")
+    resume = _resume_from(request)
     hidden = hidden_types(visitor.principal)
     runtime = get_runtime(request)
-    return event_stream(runtime, request, task_id, visitor.token, hidden, int(resume))
+    return event_stream(runtime, request, task_id, visitor.token, hidden, resume)
 
 
 @router.get("/tasks/{task_id}/frames/{name}", response_class=HTMLResponse)

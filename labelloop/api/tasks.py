@@ -31,7 +31,7 @@ from labelloop.tasks import (
     new_task_id,
     task_created_event,
 )
-from labelloop.timeline import ADMIN_ONLY_TYPES, task_events
+from labelloop.timeline import ADMIN_ONLY_TYPES, EventRecord, task_events
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 
@@ -135,16 +135,47 @@ def event_stream(
 ) -> StreamingResponse:
     """A task's timeline as SSE for the holder of ``token`` (already allowed to read it): one
     of the token's stream slots, and the stream ends once the token no longer reads the task."""
+
+    def fetch(session: Session, after: int) -> list[EventRecord]:
+        return task_events(session, task_id, after_seq=after, hidden=hidden)
+
+    return sse_response(
+        runtime,
+        request,
+        token,
+        fetch,
+        still_allowed=lambda: _token_reads(runtime, token, task_id),
+        after_seq=after_seq,
+        until=until,
+    )
+
+
+EventFetch = Callable[[Session, int], list[EventRecord]]
+"""What a stream sends next: the log's records after a sequence number, in log order."""
+
+
+def sse_response(
+    runtime: Any,
+    request: Request,
+    token: str,
+    fetch: EventFetch,
+    *,
+    still_allowed: Callable[[], bool],
+    after_seq: int = 0,
+    until: str | None = None,
+) -> StreamingResponse:
+    """Records of the event log as SSE, polled with ``fetch``, on one of ``token``'s stream
+    slots; the stream ends once ``still_allowed()`` turns false (checked every
+    ``sse_recheck_s``), and after ``sse_max_life_s``."""
     slot = request.app.state.streams.take(token)
     return StreamingResponse(
         _stream(
             runtime,
             request,
-            task_id,
+            fetch,
             after_seq=after_seq,
             until=until,
-            hidden=hidden,
-            still_allowed=lambda: _token_reads(runtime, token, task_id),
+            still_allowed=still_allowed,
             slot=slot,
         ),
         media_type="text/event-stream",
@@ -201,11 +232,10 @@ def _token_reads(runtime: Any, token: str, task_id: str) -> bool:
 async def _stream(
     runtime: Any,
     request: Request,
-    task_id: str,
+    fetch: EventFetch,
     *,
     after_seq: int,
     until: str | None,
-    hidden: frozenset[str],
     still_allowed: Callable[[], bool],
     slot: StreamSlot,
 ) -> AsyncIterator[str]:
@@ -224,9 +254,7 @@ async def _stream(
                     return
                 checked = now
             with Session(runtime.engine) as session:
-                records = await asyncio.to_thread(
-                    task_events, session, task_id, after_seq=after_seq, hidden=hidden
-                )
+                records = await asyncio.to_thread(fetch, session, after_seq)
             for record in records:
                 after_seq = record.seq or after_seq
                 yield f"id: {record.seq}\nevent: {record.type}\ndata: {record.document}\n\n"

@@ -65,6 +65,7 @@ from schemas.events.tasks import (
     TaskCreatedData,
 )
 from schemas.events.trainer import (
+    EpochMetrics,
     ModelMetrics,
     ModelPublished,
     ModelPublishedData,
@@ -94,6 +95,7 @@ __all__ = [
     "PROJECT_TOPICS",
     "RECOVERED_PER_EVENT",
     "CheckedFrame",
+    "EpochMetrics",
     "EventData",
     "FrameLabels",
     "FrameName",

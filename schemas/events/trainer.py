@@ -17,6 +17,20 @@ class ModelMetrics(EventData):
     recall: float | None = Field(default=None, ge=0, le=1)
 
 
+class EpochMetrics(EventData):
+    """One finished epoch as Ultralytics measured it: the mean training losses over the epoch
+    and the validation figures after it (at Ultralytics' own confidence, not the serving one),
+    so a training curve can be drawn while the run goes on."""
+
+    box_loss: float = Field(ge=0, description="Training loss of box regression (CIoU).")
+    cls_loss: float = Field(ge=0, description="Training loss of classification.")
+    dfl_loss: float = Field(ge=0, description="Training loss of distribution focal (box edges).")
+    precision: float = Field(ge=0, le=1)
+    recall: float = Field(ge=0, le=1)
+    map50: float = Field(ge=0, le=1)
+    map50_95: float = Field(ge=0, le=1)
+
+
 class TrainingStartedData(EventData):
     task_id: TaskId
     run_id: str
@@ -24,6 +38,10 @@ class TrainingStartedData(EventData):
     device: str
     epoch: int = Field(default=0, ge=0, description="0 when the run starts, then each epoch done.")
     epochs: int = Field(ge=1)
+    metrics: EpochMetrics | None = Field(
+        default=None,
+        description="The epoch just done (None at epoch 0, and in events from before curves).",
+    )
 
 
 class ModelPublishedData(EventData):

@@ -93,6 +93,13 @@ def test_the_dashboard_live_in_a_browser(
     log_in(browser, base, api.settings.admin_token)
     assert "dashboard cars" in browser.find_element(By.ID, "tasks").text
 
+    # the tasks page is live too: a task created elsewhere appears without a reload
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "live").is_displayed())
+    browser.execute_script("window.stillTheSamePage = true;")
+    client.request("POST", "/api/tasks", json={"name": "arrived live", "labels": ["box"]})
+    wait(browser, 30).until(lambda d: "arrived live" in d.find_element(By.ID, "tasks").text)
+    assert browser.execute_script("return window.stillTheSamePage === true;")
+
     # upload to jobs-ready, watched live: the page is never reloaded
     browser.get(f"{base}/ui/tasks/{task_id}")
     WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "live").is_displayed())
@@ -128,7 +135,30 @@ def test_the_dashboard_live_in_a_browser(
     assert wait_until(preannotated, timeout_s=900, interval_s=2)
     wait(browser, 60).until(lambda d: d.find_element(By.ID, "model").text == "v1")
     assert browser.execute_script("return window.stillTheSamePage === true;")
+    # each job's label progress, and the run's curves, plotted from its epochs as they came
+    progress = browser.find_element(By.CSS_SELECTOR, f'#job-list tr[data-job="{job["id"]}"]')
+    assert progress.find_element(By.CLASS_NAME, "job-labeled").text == str(LABELED)
+    run = browser.find_element(By.CSS_SELECTOR, '.run-curves[data-version="1"]')
+    lines = run.find_elements(By.TAG_NAME, "polyline")
+    assert len(lines) == 7, "losses (box, cls, dfl) and precision, recall, mAP50, mAP50-95"
+    assert all(len((line.get_attribute("points") or "").split()) >= 2 for line in lines)
     shot(browser, "task-with-model")
+
+    # a correlation link narrows the timeline to its chain: the training run's events
+    run.find_element(By.CSS_SELECTOR, "a.mono").click()
+    wait(browser, 20).until(lambda d: d.find_elements(By.ID, "chain"))
+    chain = {
+        row.get_attribute("data-type") for row in browser.find_elements(By.CSS_SELECTOR, "tr.event")
+    }
+    assert "io.labelloop.training.started.v1" in chain
+    assert "io.labelloop.model.published.v1" in chain
+    assert "io.labelloop.task.jobs-ready.v1" not in chain, "another chain's event is left out"
+    browser.execute_script("document.getElementById('chain').scrollIntoView();")
+    shot(browser, "timeline-chain")
+    browser.get(f"{base}/ui/")
+    row = f'#tasks tr[data-task="{task_id}"]'
+    wait(browser, 20).until(lambda d: "v1" in d.find_element(By.CSS_SELECTOR, row).text)
+    shot(browser, "tasks")
     frame = preannotated()[0]
     assert frame in held_out
     browser.get(f"{base}/ui/tasks/{task_id}/frames/{frame}")

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from labelloop_tools.synthetic import synthetic_frame
+from schemas.events import EpochMetrics
 from trainer.dataset import LabeledFrame, write_dataset
 from trainer.devices import choose_device, visible_gpus
 from trainer.training import _match, evaluate, export_onnx, train
@@ -210,7 +211,7 @@ def test_train_evaluate_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     held_out = write_dataset(
         tmp_path / "held", [frame(seed) for seed in HELD_OUT_SEEDS], ["box"], val_fraction=0.99
     )
-    progress: list[tuple[int, int]] = []
+    progress: list[tuple[int, int, EpochMetrics | None]] = []
 
     outcome = train(
         dataset,
@@ -220,10 +221,18 @@ def test_train_evaluate_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         imgsz=IMGSZ,
         seed=0,
         device="cpu",
-        on_epoch=lambda done, total: progress.append((done, total)),
+        on_epoch=lambda done, total, figures: progress.append((done, total, figures)),
     )
 
-    assert progress == [(epoch, EPOCHS) for epoch in range(1, EPOCHS + 1)]
+    assert [(done, total) for done, total, _ in progress] == [
+        (epoch, EPOCHS) for epoch in range(1, EPOCHS + 1)
+    ]
+    curve = [figures for _, _, figures in progress]
+    assert all(figures is not None for figures in curve), "every epoch has its figures"
+    first, last = curve[0], curve[-1]
+    assert first is not None and last is not None
+    assert last.box_loss < first.box_loss, "the training loss falls over the run"
+    assert last.map50 > first.map50
     assert outcome.epochs == EPOCHS and outcome.device == "cpu"
     assert outcome.weights.name == "best.pt" and outcome.weights.is_file()
     metrics = evaluate(outcome.weights, held_out, imgsz=IMGSZ, conf=SERVING_CONF, device="cpu")

@@ -21,7 +21,7 @@ from labeler_assist.guidance import check_labels, current_issues, ranking, recor
 from labeler_assist.handlers import remember
 from labeler_assist.labels import NotFound, NotPermitted, NotYetKnown, submit_labels
 from labeler_assist.lookups import find_job, newest_by_frame
-from labeler_assist.models import Annotation, AssistFrame, Preannotation
+from labeler_assist.models import Annotation, AssistFrame, AssistJob, Preannotation
 from labeler_assist.preannotation import ModelServer, TrainedOn
 from labeler_assist.projections import PROJECTION
 from labeler_assist.studio_bridge import StudioBridge, process_bridge
@@ -264,6 +264,47 @@ def get_preannotations(
             for name in job.frames
             if name in newest
         ]
+    )
+
+
+class JobProgress(BaseModel):
+    job_id: str
+    frames: int = Field(description="Frames in the job.")
+    labeled: int = Field(description="Of those, frames with labels (an empty list counts).")
+
+
+class LabelProgress(BaseModel):
+    """How far labeling has come: the task's labeled frames, the next training, each job."""
+
+    labeled_frames: int = Field(description="Frames of the task with labels.")
+    label_threshold: int
+    next_training_at: int = Field(
+        description="Labeled frames at which the next threshold crossing queues a training run."
+    )
+    jobs: list[JobProgress] = Field(description="Jobs labeler-assist has taken in, in id order.")
+
+
+@assist_api.get("/tasks/{task_id}/label-progress")
+def label_progress(task_id: str, session: SessionDep, principal: PrincipalDep) -> LabelProgress:
+    """Labeled frames of the task and of each job (names only are read, no boxes)."""
+    task = require_task(session, task_id, principal)
+    labeled = set(session.exec(select(Annotation.frame).where(Annotation.task_id == task_id)))
+    jobs = session.exec(
+        select(AssistJob).where(AssistJob.task_id == task_id).order_by(col(AssistJob.id))
+    )
+    threshold = task.label_threshold
+    return LabelProgress(
+        labeled_frames=len(labeled),
+        label_threshold=threshold,
+        next_training_at=(len(labeled) // threshold + 1) * threshold,
+        jobs=[
+            JobProgress(
+                job_id=job.id,
+                frames=len(job.frames),
+                labeled=sum(name in labeled for name in job.frames),
+            )
+            for job in jobs
+        ],
     )
 
 

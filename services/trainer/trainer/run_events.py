@@ -10,7 +10,6 @@ transaction, only while the attempt that produced it still owns the run (:func:`
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
@@ -21,6 +20,7 @@ from labelloop.messaging.outbox import Transactions, UnitOfWork
 from labelloop.storage import ObjectStore
 from schemas.envelope import utcnow
 from schemas.events import (
+    EpochMetrics,
     ModelMetrics,
     ModelPublished,
     ModelPublishedData,
@@ -37,6 +37,7 @@ from trainer import IDENTITY
 from trainer.models import TrainingRequest
 from trainer.queue import RunStatus
 from trainer.registry import Artifacts, checkpoint_key, onnx_key, trained_frames_key
+from trainer.training import EpochCallback
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,16 @@ def still_mine(request: TrainingRequest | None, attempt: int) -> bool:
 
 
 def progress_event(
-    request: TrainingRequest, attempt: int, device: str, *, epoch: int, epochs: int
+    request: TrainingRequest,
+    attempt: int,
+    device: str,
+    *,
+    epoch: int,
+    epochs: int,
+    metrics: EpochMetrics | None = None,
 ) -> TrainingStarted:
-    """``training.started``: at epoch 0 when a run starts, then after each epoch it finishes."""
+    """``training.started``: at epoch 0 when a run starts, then after each epoch it finishes
+    (with that epoch's losses and validation figures)."""
     assert request.version is not None
     return TrainingStarted.create(
         TrainingStartedData(
@@ -78,6 +86,7 @@ def progress_event(
             device=device,
             epoch=epoch,
             epochs=epochs,
+            metrics=metrics,
         ),
         source=IDENTITY.source,
         key=(request.id, attempt, epoch),
@@ -92,15 +101,20 @@ def epoch_reporter(
     attempt: int,
     device: str,
     done_before: int,
-) -> Callable[[int, int], None]:
+) -> EpochCallback:
     """The run's ``on_epoch``: announces each finished epoch (``training.started`` with its
-    progress, counting the epochs a resumed run did before)."""
+    progress, counting the epochs a resumed run did before, and its figures)."""
 
-    def on_epoch(epoch: int, total: int) -> None:
+    def on_epoch(epoch: int, total: int, metrics: EpochMetrics | None) -> None:
         with transactions.unit_of_work() as uow:
             uow.record(
                 progress_event(
-                    request, attempt, device, epoch=done_before + epoch, epochs=done_before + total
+                    request,
+                    attempt,
+                    device,
+                    epoch=done_before + epoch,
+                    epochs=done_before + total,
+                    metrics=metrics,
                 )
             )
 

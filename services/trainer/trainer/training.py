@@ -10,6 +10,7 @@ Every function runs offline: nothing here may reach a model hub or an asset serv
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import shutil
 import sys
@@ -22,7 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
+from pydantic import ValidationError
 
+from schemas.events import EpochMetrics
 from trainer.dataset import IMAGE_SUFFIXES, DatasetInfo
 
 if TYPE_CHECKING:
@@ -172,14 +175,46 @@ TRAIN_ARGS: dict[str, Any] = {
 quiet output without plots in ``<out_dir>/train``."""
 
 
+EpochCallback = Callable[[int, int, EpochMetrics | None], None]
+"""``on_epoch(done, epochs, metrics)``: called after each epoch's validation."""
+
+_VALIDATION_KEYS = {
+    "precision": "metrics/precision(B)",
+    "recall": "metrics/recall(B)",
+    "map50": "metrics/mAP50(B)",
+    "map50_95": "metrics/mAP50-95(B)",
+}
+"""Our names for the validation figures Ultralytics' detection trainer keeps in ``metrics``."""
+
+
+def epoch_metrics(trainer: Any) -> EpochMetrics | None:
+    """The epoch Ultralytics' trainer just finished: its mean training losses and validation.
+
+    The losses are ``tloss``: a mapping by name in Ultralytics 8.4, a tensor in their order
+    (``loss_names``) before. None where a figure is missing or not finite (a diverging epoch's
+    loss is NaN): a curve with a gap is better than a run that fails over its report.
+    """
+    names = ("box_loss", "cls_loss", "dfl_loss")
+    try:
+        raw = trainer.tloss
+        losses = [float(raw[n]) for n in names] if isinstance(raw, dict) else list(map(float, raw))
+        figures = {ours: float(trainer.metrics[key]) for ours, key in _VALIDATION_KEYS.items()}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    if len(losses) != len(names) or not all(map(math.isfinite, [*losses, *figures.values()])):
+        return None
+    try:
+        return EpochMetrics(**dict(zip(names, losses, strict=True)), **figures)
+    except ValidationError:  # outside its bounds: nothing to plot
+        return None
+
+
 class _EpochReport:
-    """Ultralytics' ``on_fit_epoch_end`` callback: reports each finished epoch once, then stops
-    the run if asked to (with the checkpoint Ultralytics wrote just before)."""
+    """Ultralytics' ``on_fit_epoch_end`` callback: reports each finished epoch once, with its
+    figures, then stops the run if asked to (with the checkpoint Ultralytics wrote just before)."""
 
     def __init__(
-        self,
-        on_epoch: Callable[[int, int], None] | None,
-        should_stop: Callable[[], bool] | None,
+        self, on_epoch: EpochCallback | None, should_stop: Callable[[], bool] | None
     ) -> None:
         self.on_epoch, self.should_stop = on_epoch, should_stop
         self.done = 0
@@ -189,7 +224,7 @@ class _EpochReport:
         if self.done < epoch <= trainer.epochs:  # final_eval reports once more, past the end
             self.done = epoch
             if self.on_epoch:
-                self.on_epoch(epoch, trainer.epochs)
+                self.on_epoch(epoch, trainer.epochs, epoch_metrics(trainer))
             if self.should_stop and self.should_stop() and epoch < trainer.epochs:
                 raise TrainingStopped(epoch, Path(trainer.last))
 
@@ -203,7 +238,7 @@ def train(
     imgsz: int,
     seed: int,
     device: str,
-    on_epoch: Callable[[int, int], None] | None = None,
+    on_epoch: EpochCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     batch: int = 8,
     cpu_threads: int | None = None,
@@ -214,7 +249,7 @@ def train(
     The recipe (AdamW at 3e-3, no mosaic, no warmup) gives confident boxes on small sets; ``nbs``
     equals ``batch`` so every batch is an optimiser step: Ultralytics' default accumulates to 64
     images, which on a few dozen frames means less than one step per epoch.
-    ``on_epoch(done, epochs)`` is called after each epoch's validation; then, if
+    ``on_epoch(done, epochs, metrics)`` is called after each epoch's validation; then, if
     ``should_stop()`` is true, :class:`TrainingStopped` is raised with that epoch's checkpoint
     (Ultralytics writes ``last.pt`` before the callback). ``cpu_threads``
     defaults to every core; pass 1 where other busy processes share the CPU: torch's OpenMP
