@@ -35,10 +35,11 @@ check: install lint typecheck
 
 ## make test: the fast lane first, then every other test on the real stack (SQLite), then the
 ## integration suite once more against a PostgreSQL server it starts (Debian's postgresql
-## binaries; the Label Studio and browser tests only once), then the
+## binaries; the Label Studio and browser tests only once, on SQLite; the trainer cluster's only
+## there, its queue shared through PostgreSQL), then the
 ## object-store tests (marker object_store) once more on versitygw.
 test: check browser
-	$(BIN)/pytest --ignore=tests/unit
+	$(BIN)/pytest --ignore=tests/unit -m "not trainer_cluster"
 	LABELLOOP_TEST_DATABASE=postgresql $(BIN)/pytest tests/integration -m "not label_studio and not browser"
 	LABELLOOP_STACK_S3=versitygw $(BIN)/pytest tests/integration -m object_store
 

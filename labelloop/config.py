@@ -214,6 +214,17 @@ class Settings(BaseSettings):
     trainer_min_recall: Annotated[float, Field(ge=0, le=1)] = 0.5
     trainer_min_precision: Annotated[float, Field(ge=0, le=1)] = 0.5
     trainer_gpu_min_free_mib: Annotated[int, Field(ge=0)] = 2048
+    trainer_heartbeat_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    """How often a trainer renews the lease on the runs it trains (and looks for orphans)."""
+    trainer_lease_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """A running run whose trainer has not renewed it for this long is an orphan: any trainer
+    requeues it (it resumes from its last checkpoint). At least three heartbeats."""
+    trainer_checkpoint_interval_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    """A run keeps its last epoch in the object store at most this often (0: after every
+    epoch), so a run whose trainer is killed resumes there on another trainer."""
+    trainer_preempt_grace_s: Annotated[float, Field(ge=0, le=3600)] = 3.0
+    """Aggressive preemption stops a run only for one that has waited this long: time for an
+    idle trainer anywhere to claim it first (several trainers share one queue)."""
 
     # --- messaging behaviour --------------------------------------------------------------------
     handler_max_attempts: Annotated[int, Field(ge=1)] = 3
@@ -275,6 +286,12 @@ class Settings(BaseSettings):
                     f"LABELLOOP_ADMIN_TOKEN has {len(self.admin_token)} characters; outside local "
                     f"use it needs at least {MIN_ADMIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
                 )
+        if self.trainer_lease_s < 3 * self.trainer_heartbeat_s:
+            raise ValueError(
+                f"LABELLOOP_TRAINER_LEASE_S={self.trainer_lease_s} is under three heartbeats "
+                f"(LABELLOOP_TRAINER_HEARTBEAT_S={self.trainer_heartbeat_s}): a live trainer's "
+                "runs would be taken from it"
+            )
         if self.assist_score_floor > self.serve_conf:
             raise ValueError(
                 f"LABELLOOP_ASSIST_SCORE_FLOOR={self.assist_score_floor} is above "

@@ -102,6 +102,10 @@ class ObjectStore:
             self.bucket, key, io.BytesIO(data), len(data), content_type=content_type
         )
 
+    def remove(self, key: str) -> None:
+        """Delete the object (nothing happens when it is not there)."""
+        self.client.remove_object(self.bucket, key)
+
     def list_objects(self, prefix: str) -> list[ListedObject]:
         """Every object under ``prefix`` (recursively), as ListObjectsV2 pages them."""
         return [

@@ -25,6 +25,7 @@ PROFILES = {
     "default": CHART / "ci" / "default-values.yaml",
     "gpu": CHART / "ci" / "gpu-values.yaml",
     "scale-to-zero": CHART / "ci" / "scale-to-zero-values.yaml",
+    "trainer-cluster": CHART / "ci" / "trainer-cluster-values.yaml",
 }
 KUBE_VERSION = "1.33.0"
 """The Kubernetes version the chart is rendered for and validated against (one of those
@@ -33,7 +34,7 @@ RELEASE = "rel"
 NAMESPACE = "labelloop"
 SERVICES = ("api", "ingest", "jobgen", "webhooks", "labeler-assist", "trainer")
 CONSUMERS = ("ingest", "jobgen", "webhooks", "labeler-assist")
-"""The services KEDA scales on Kafka lag."""
+"""The services KEDA scales on Kafka lag (and the trainer, on its queue too, where asked)."""
 
 
 class RenderError(RuntimeError):

@@ -19,6 +19,7 @@ from tests.deploy.conftest import (
     name_of,
     of_kind,
 )
+from trainer.queue import QUEUE_DEPTH_QUERY
 
 KEDA_SPEC_FIELDS = {
     "scaleTargetRef",
@@ -32,6 +33,19 @@ KEDA_SPEC_FIELDS = {
     "triggers",
 }
 """ScaledObject spec fields KEDA documents (keda.sh/docs, "Scaling Deployments")."""
+POSTGRESQL_METADATA = {
+    "query",
+    "targetQueryValue",
+    "activationTargetQueryValue",
+    "connectionFromEnv",
+    "host",
+    "port",
+    "userName",
+    "dbName",
+    "sslmode",
+    "passwordFromEnv",
+}
+"""The PostgreSQL scaler's metadata (keda.sh/docs, "PostgreSQL")."""
 KAFKA_METADATA = {"bootstrapServers", "consumerGroup", "topic", "lagThreshold"}
 KAFKA_OPTIONAL = {
     "activationLagThreshold",
@@ -55,7 +69,7 @@ def code_consumption(name: str, prefix: str = "", group_prefix: str = "") -> tup
 
 
 def scaled_consumption(scaled_object: dict[str, Any]) -> tuple[str, set[str]]:
-    triggers = scaled_object["spec"]["triggers"]
+    triggers = [t for t in scaled_object["spec"]["triggers"] if t.get("type", "kafka") == "kafka"]
     groups = {t["metadata"]["consumerGroup"] for t in triggers}
     assert len(groups) == 1, f"one consumer group per service, got {groups}"
     topics = [t["metadata"]["topic"] for t in triggers]
@@ -70,7 +84,8 @@ def test_scaled_objects_follow_the_keda_schema(
     manifests = rendered[profile]
     deployments = of_kind(manifests, "Deployment")
     scaled = of_kind(manifests, "ScaledObject")
-    assert {component(s) for s in scaled.values()} == set(CONSUMERS)
+    trainer = {"trainer"} if profile == "trainer-cluster" else set()
+    assert {component(s) for s in scaled.values()} == set(CONSUMERS) | trainer
     for name, scaled_object in scaled.items():
         assert scaled_object["apiVersion"] == "keda.sh/v1alpha1"
         spec = scaled_object["spec"]
@@ -85,6 +100,10 @@ def test_scaled_objects_follow_the_keda_schema(
         assert type(spec["pollingInterval"]) is int and type(spec["cooldownPeriod"]) is int
         assert spec["triggers"]
         for trigger in spec["triggers"]:
+            if trigger["type"] == "postgresql":
+                assert component(scaled_object) == "trainer", "only the trainer's queue"
+                assert set(trigger["metadata"]) <= POSTGRESQL_METADATA
+                continue
             assert trigger["type"] == "kafka"
             metadata = trigger["metadata"]
             assert KAFKA_METADATA <= set(metadata) <= KAFKA_METADATA | KAFKA_OPTIONAL
@@ -99,8 +118,8 @@ def test_scaled_objects_watch_the_groups_and_topics_the_code_consumes(
     helm: Helm, prefix: str, group_prefix: str
 ) -> None:
     values = {"kafka.topicPrefix": prefix, "kafka.groupPrefix": group_prefix}
-    scaled = of_kind(helm.render("default", values), "ScaledObject")
-    assert len(scaled) == len(CONSUMERS)
+    scaled = of_kind(helm.render("trainer-cluster", values), "ScaledObject")
+    assert len(scaled) == len(CONSUMERS) + 1, "and the trainer"
     for scaled_object in scaled.values():
         name = component(scaled_object)
         expected = code_consumption(name, prefix, group_prefix)
@@ -129,19 +148,70 @@ def test_consumer_check_would_catch_a_wrong_group() -> None:
     assert scaled_consumption(wrong) != code_consumption("ingest")
 
 
-def test_api_and_trainer_are_never_scaled_on_lag(
+def test_the_api_is_never_scaled_on_lag_nor_the_trainer_unless_asked(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
-    for manifests in rendered.values():
+    for profile, manifests in rendered.items():
         scaled_targets = {component(s) for s in of_kind(manifests, "ScaledObject").values()}
-        assert not scaled_targets & {"api", "trainer"}
+        assert "api" not in scaled_targets
         hpas = of_kind(manifests, "HorizontalPodAutoscaler")
         assert {component(h) for h in hpas.values()} == {"api"}
         api_hpa = hpas[name_of("api")]["spec"]
         assert api_hpa["minReplicas"] >= 1
         trainer = of_kind(manifests, "Deployment")[name_of("trainer")]["spec"]
-        assert trainer["replicas"] == 1
-        assert trainer["strategy"] == {"type": "Recreate"}
+        assert "strategy" not in trainer, "trainers share the queue: a rolling update is safe"
+        if profile != "trainer-cluster":
+            assert "trainer" not in scaled_targets and trainer["replicas"] == 1
+
+
+def test_the_trainer_scales_from_zero_on_its_queue(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    manifests = rendered["trainer-cluster"]
+    spec = of_kind(manifests, "ScaledObject")[name_of("trainer")]["spec"]
+    assert spec["minReplicaCount"] == 0 and spec["maxReplicaCount"] == 8
+    deployment = of_kind(manifests, "Deployment")[name_of("trainer")]["spec"]
+    assert "replicas" not in deployment, "KEDA owns the count"
+    [queue] = [t for t in spec["triggers"] if t["type"] == "postgresql"]
+    metadata = queue["metadata"]
+    assert metadata["query"] == QUEUE_DEPTH_QUERY, "the query the trainer's tests run"
+    assert metadata["targetQueryValue"] == "1" and metadata["activationTargetQueryValue"] == "0"
+    assert metadata["host"] == "labelloop-postgresql" and metadata["sslmode"] == "require"
+    assert metadata["passwordFromEnv"] == "LABELLOOP_DATABASE_PASSWORD"
+    pod = deployment["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert "valueFrom" in env["LABELLOOP_DATABASE_PASSWORD"], "KEDA reads it from the pod"
+    assert env["LABELLOOP_TRAINER_MAX_CONCURRENT_RUNS"]["value"] == "1"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1, "each pod asks for its GPU"
+    # lag on the trainer's topics wakes a pod at zero: it queues the threshold crossings
+    assert scaled_consumption({"spec": spec}) == code_consumption("trainer")
+    # trainers and Triton on separate GPU pools
+    triton = of_kind(manifests, "Deployment")[name_of("triton")]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"]["labelloop.io/pool"] == "training"
+    assert triton["nodeSelector"]["labelloop.io/pool"] == "inference"
+    assert {t.get("value") for t in pod["tolerations"]} >= {"training"}
+
+
+def test_the_trainer_queue_with_a_database_url_needs_its_own_connection(helm: Helm) -> None:
+    values = {"database.urlKey": "url", "database.host": ""}
+    error = helm.render_error("trainer-cluster", values)
+    assert "services.trainer.autoscaling.connectionKey" in error
+    manifests = helm.render(
+        "trainer-cluster", {**values, "services.trainer.autoscaling.connectionKey": "libpq"}
+    )
+    [auth] = [
+        a
+        for a in of_kind(manifests, "TriggerAuthentication").values()
+        if "queue" in a["metadata"]["name"]
+    ]
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "connection", "name": "labelloop-postgresql", "key": "libpq"}
+    ]
+    spec = of_kind(manifests, "ScaledObject")[name_of("trainer")]["spec"]
+    [queue] = [t for t in spec["triggers"] if t["type"] == "postgresql"]
+    assert queue["authenticationRef"] == {"name": auth["metadata"]["name"]}
+    assert "host" not in queue["metadata"]
 
 
 def test_scale_to_zero_profile(rendered: dict[str, list[dict[str, Any]]]) -> None:

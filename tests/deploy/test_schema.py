@@ -10,7 +10,9 @@ SCHEMA_ERROR = "values don't meet the specifications of the schema"
 
 WRONG_VALUES = [
     pytest.param({"kafka.bootstrapServer": "kafka:9092"}, "bootstrapServer", id="typo-in-a-key"),
-    pytest.param({"services.trainer.replicas": 2}, "replicas", id="two-trainers"),
+    pytest.param({"services.trainer.replicas": -1}, "replicas", id="negative-trainers"),
+    pytest.param({"services.trainer.runsPerPod": 0}, "runsPerPod", id="no-runs-a-pod"),
+    pytest.param({"services.trainer.autoscaling.maxReplicas": 0}, "maxReplicas", id="no-trainer"),
     pytest.param({"services.api.autoscaling.minReplicas": 0}, "minReplicas", id="api-to-zero"),
     pytest.param({"services.ingest.autoscaling.maxReplicas": 0}, "maxReplicas", id="max-zero"),
     pytest.param({"services.jobgen.autoscaling.lagThreshold": "many"}, "lagThreshold", id="type"),
@@ -38,7 +40,8 @@ def test_good_values_of_the_same_keys_pass(helm: Helm) -> None:
     manifests = helm.render(
         "default",
         {
-            "services.trainer.replicas": 0,
+            "services.trainer.replicas": 3,
+            "services.trainer.runsPerPod": 2,
             "services.api.autoscaling.minReplicas": 1,
             "services.jobgen.autoscaling.lagThreshold": 5,
             "podSecurityContext.runAsUser": 20000,

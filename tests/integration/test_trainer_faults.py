@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import os
 import signal
@@ -16,7 +15,6 @@ from typing import Any
 
 import psutil
 import pytest
-from aiokafka import AIOKafkaProducer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -26,79 +24,19 @@ from labelloop.messaging.topics import create_topics, topic_names
 from labelloop.stack.base import free_port
 from labelloop.stack.manager import Stack
 from labelloop.storage import ObjectStore
-from labelloop.tasks import Task
-from labelloop_tools.synthetic import synthetic_frame
-from schemas.events import LabelsThresholdReached, LabelsThresholdReachedData
+from labelloop_tools.training_queue import seed_training_task, send_threshold
 from schemas.topics import Topic
 from tests.integration.harness import service_process, wait_until
 from tests.integration.kafka_helpers import read_topic
-from trainer.models import ModelVersion, TrainingFrame, TrainingLabel, TrainingRequest
+from trainer.models import ModelVersion, TrainingRequest
 
 pytestmark = [pytest.mark.integration, pytest.mark.training]
 
-FRAMES = 16
 EPOCHS = 30  # room for the urgent event to arrive (a consumer rebalance can take seconds)
 STARTED = "io.labelloop.training.started.v1"
 PREEMPTED = "io.labelloop.training.preempted.v1"
 ENDINGS = {"io.labelloop.model.published.v1", "io.labelloop.model.rejected.v1"}
 FAILED = "io.labelloop.training.failed.v1"
-
-
-def seed_task(engine: Engine, store: ObjectStore, task_id: str, priority: int) -> None:
-    """A task whose frames are in the store, validated and labeled in the trainer's copy."""
-    with Session(engine) as session:
-        session.add(
-            Task(id=task_id, name=task_id, labels=["box"], priority=priority, created_by="test")
-        )
-        for seed in range(FRAMES):
-            image, boxes = synthetic_frame(seed)
-            buffer = io.BytesIO()
-            image.save(buffer, "JPEG", quality=90)
-            name = f"f{seed:03d}.jpg"
-            key = f"tasks/{task_id}/data/{name}"
-            store.put_bytes(key, buffer.getvalue())
-            digest = hashlib.sha256(buffer.getvalue()).hexdigest()
-            session.add(
-                TrainingFrame(
-                    task_id=task_id,
-                    frame=name,
-                    object_key=key,
-                    sha256=digest,
-                    width=image.width,
-                    height=image.height,
-                )
-            )
-            session.add(
-                TrainingLabel(
-                    task_id=task_id,
-                    frame=name,
-                    boxes=[
-                        {"label": b.label, "x": b.x, "y": b.y, "w": b.w, "h": b.h} for b in boxes
-                    ],
-                )
-            )
-        session.commit()
-
-
-async def reach_threshold(settings: Settings, task_id: str, priority: int) -> None:
-    event = LabelsThresholdReached.create(
-        LabelsThresholdReachedData(
-            task_id=task_id, labeled_frames=FRAMES, crossing=1, priority=priority
-        ),
-        source="/tests",
-        key=(task_id, 1),
-        taskid=task_id,
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            settings.topic(Topic.LABELS_EVENTS),
-            event.model_dump_json().encode(),
-            key=task_id.encode(),
-        )
-    finally:
-        await producer.stop()
 
 
 def run_processes(service: psutil.Process) -> list[psutil.Process]:
@@ -179,8 +117,8 @@ async def test_a_killed_trainer_is_retried_then_reported_failed(
 ) -> None:
     engine = trainer_engine
     task_id = f"kill{unique}"
-    seed_task(engine, store, task_id, priority=1)
-    await reach_threshold(test_settings, task_id, priority=1)
+    seed_training_task(engine, store, task_id, priority=1)
+    await send_threshold(test_settings, task_id, priority=1)
     env = trainer_env | {"LABELLOOP_TRAINER_EPOCHS": "200", "LABELLOOP_TRAINER_MAX_ATTEMPTS": "2"}
     log = tmp_path / "trainer.log"
 
@@ -240,8 +178,8 @@ async def test_aggressive_preemption_checkpoints_and_resumes(
 ) -> None:
     engine = trainer_engine
     low, urgent = f"low{unique}", f"urgent{unique}"
-    seed_task(engine, store, low, priority=3)
-    seed_task(engine, store, urgent, priority=0)
+    seed_training_task(engine, store, low, priority=3)
+    seed_training_task(engine, store, urgent, priority=0)
     env = trainer_env | {
         "LABELLOOP_TRAINER_PREEMPTION": "aggressive",
         "LABELLOOP_TRAINER_EPOCHS": str(EPOCHS),
@@ -249,7 +187,7 @@ async def test_aggressive_preemption_checkpoints_and_resumes(
     }
     log = tmp_path / "trainer.log"
     with service_process(["trainer"], env, log) as service:
-        await reach_threshold(test_settings, low, priority=3)
+        await send_threshold(test_settings, low, priority=3)
         wait_for(
             lambda: status_of(engine, low) == "running",
             120,
@@ -260,7 +198,7 @@ async def test_aggressive_preemption_checkpoints_and_resumes(
             started = await trainer_events(test_settings, low)
             if any(e["type"] == STARTED and e["data"]["epoch"] >= 1 for e in started):
                 break
-        await reach_threshold(test_settings, urgent, priority=0)
+        await send_threshold(test_settings, urgent, priority=0)
 
         def both_done() -> bool:
             return all(status_of(engine, t) == "done" for t in (low, urgent))

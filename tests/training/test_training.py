@@ -20,10 +20,9 @@ import pytest
 from PIL import Image
 
 from labelloop_tools.synthetic import synthetic_frame
-from schemas.events import EpochMetrics
 from trainer.dataset import LabeledFrame, write_dataset
 from trainer.devices import choose_device, visible_gpus
-from trainer.training import _match, evaluate, export_onnx, train
+from trainer.training import EpochDone, _match, evaluate, export_onnx, train
 
 TRAIN_SEEDS = range(48)
 HELD_OUT_SEEDS = range(1000, 1040)  # frames the model never saw, not even in its val split
@@ -211,7 +210,7 @@ def test_train_evaluate_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     held_out = write_dataset(
         tmp_path / "held", [frame(seed) for seed in HELD_OUT_SEEDS], ["box"], val_fraction=0.99
     )
-    progress: list[tuple[int, int, EpochMetrics | None]] = []
+    progress: list[EpochDone] = []
 
     outcome = train(
         dataset,
@@ -221,13 +220,14 @@ def test_train_evaluate_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         imgsz=IMGSZ,
         seed=0,
         device="cpu",
-        on_epoch=lambda done, total, figures: progress.append((done, total, figures)),
+        on_epoch=progress.append,
     )
 
-    assert [(done, total) for done, total, _ in progress] == [
+    assert [(e.done, e.epochs) for e in progress] == [
         (epoch, EPOCHS) for epoch in range(1, EPOCHS + 1)
     ]
-    curve = [figures for _, _, figures in progress]
+    assert progress[-1].checkpoint.name == "last.pt" and progress[-1].checkpoint.is_file()
+    curve = [e.metrics for e in progress]
     assert all(figures is not None for figures in curve), "every epoch has its figures"
     first, last = curve[0], curve[-1]
     assert first is not None and last is not None

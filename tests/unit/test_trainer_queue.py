@@ -5,8 +5,11 @@ These run the real handlers against a real (SQLite) database; no training happen
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -147,22 +150,17 @@ def test_crashed_runs_are_requeued_then_failed(engine: Engine, tmp_path: Path) -
     first = scheduler.claim_next()
     assert first is not None and first.attempts == 1
 
-    def mark_dead_owner() -> None:
-        with Session(engine) as session:
-            request = session.get(TrainingRequest, first.id)
-            assert request is not None
-            request.owner = "gone-host:1"
-            session.add(request)
-            session.commit()
+    def mark_dead_owner() -> None:  # a trainer on another host, silent past its lease
+        lapse(engine, first.id, owner="gone-host:1", seconds=settings.trainer_lease_s + 1)
 
     mark_dead_owner()
-    scheduler.recover()  # a restarted trainer finds the orphan
+    scheduler.heartbeat()  # any trainer finds the orphan
     [requeued] = requests(engine)
     assert requeued.status == "queued" and requeued.version is None
     second = scheduler.claim_next()
     assert second is not None and second.attempts == 2 and second.version == 1
     mark_dead_owner()
-    scheduler.recover()
+    scheduler.heartbeat()
     [failed] = requests(engine)
     assert failed.status == "failed" and "died" in (failed.error or "")
     with Session(engine) as session:
@@ -170,6 +168,127 @@ def test_crashed_runs_are_requeued_then_failed(engine: Engine, tmp_path: Path) -
         version = session.get(ModelVersion, (1, "t"))
     assert kinds.count("io.labelloop.training.failed.v1") == 1
     assert version is not None and version.status == "failed"
+
+
+def lapse(engine: Engine, request_id: str, *, owner: str, seconds: float) -> None:
+    """The run's owner and its last lease renewal ``seconds`` ago."""
+    with Session(engine) as session:
+        request = session.get(TrainingRequest, request_id)
+        assert request is not None
+        request.owner = owner
+        request.heartbeat_at = datetime.now(UTC) - timedelta(seconds=seconds)
+        session.add(request)
+        session.commit()
+
+
+def trainers(engine: Engine, tmp_path: Path, count: int, **settings: object) -> list[Scheduler]:
+    """``count`` trainers on one queue, each with one slot and a name of its own."""
+    config = Settings(database_url=f"sqlite:///{tmp_path}/trainer.db", **settings)  # type: ignore[arg-type]
+    transactions = Transactions(engine, projection=PROJECTION)
+    return [Scheduler(transactions, config, owner=f"pod-{n}:1") for n in range(count)]
+
+
+def test_many_trainers_claim_each_run_once_in_queue_order(engine: Engine, tmp_path: Path) -> None:
+    a, b, c = trainers(engine, tmp_path, 3)
+    for task, priority in (("p3", 3), ("p1", 1), ("p0", 0), ("p2", 2)):
+        enqueue(threshold(task, 1, priority), a.transactions)
+    claims = [(t.owner, t.claim_next()) for t in (a, b, c, a, b)]
+    order = [(owner, r.task_id if r else None) for owner, r in claims]
+    assert order == [
+        ("pod-0:1", "p0"),
+        ("pod-1:1", "p1"),
+        ("pod-2:1", "p2"),
+        ("pod-0:1", "p3"),
+        ("pod-1:1", None),
+    ], "the next run anywhere is the queue's next run, each claimed once"
+    assert {(r.task_id, r.owner, r.attempts) for r in requests(engine)} == {
+        ("p0", "pod-0:1", 1),
+        ("p1", "pod-1:1", 1),
+        ("p2", "pod-2:1", 1),
+        ("p3", "pod-0:1", 1),
+    }
+
+
+def test_a_claim_is_a_conditional_update(engine: Engine, tmp_path: Path) -> None:
+    """Two trainers that chose the same run: the second finds it taken and claims nothing."""
+    a, b = trainers(engine, tmp_path, 2)
+    enqueue(threshold("t", 1, 1), a.transactions)
+    with Session(engine) as session:  # b read the queue, then a claimed before b wrote
+        [request] = session.exec(select(TrainingRequest)).all()
+        request.status, request.owner, request.attempts = "running", "pod-0:1", 1
+        session.add(request)
+        session.commit()
+    assert b.claim_next() is None
+    [row] = requests(engine)
+    assert (row.owner, row.attempts) == ("pod-0:1", 1)
+
+
+def test_an_orphan_waits_for_its_lease_unless_its_process_is_gone(
+    engine: Engine, tmp_path: Path
+) -> None:
+    a, b = trainers(engine, tmp_path, 2, trainer_lease_s=30, trainer_heartbeat_s=5)
+    enqueue(threshold("t", 1, 1), a.transactions)
+    run = a.claim_next()
+    assert run is not None
+    a.attempts[run.id] = run.attempts
+    assert a.heartbeat() == [], "its own run, renewed"
+    lapse(engine, run.id, owner="pod-0:1", seconds=20)
+    assert b.heartbeat() == [] and requests(engine)[0].status == "running", "within its lease"
+    lapse(engine, run.id, owner="pod-0:1", seconds=31)
+    b.heartbeat()
+    [requeued] = requests(engine)
+    assert requeued.status == "queued" and requeued.owner is None, "another trainer requeues it"
+
+    again = b.claim_next()
+    assert again is not None and again.owner == "pod-1:1" and again.attempts == 2
+    dead_here = f"{socket.gethostname()}:{2**22 + 1}"  # no such process on this host
+    lapse(engine, again.id, owner=dead_here, seconds=0)
+    a.heartbeat()
+    assert requests(engine)[0].status == "failed", "a process gone is known at once"
+
+
+def test_a_trainer_stops_a_run_it_lost(engine: Engine, tmp_path: Path) -> None:
+    """A trainer whose lease was taken over (it was cut off) stops its copy of the run."""
+    a, b = trainers(engine, tmp_path, 2, trainer_max_attempts=3)
+    enqueue(threshold("t", 1, 1), a.transactions)
+    run = a.claim_next()
+    assert run is not None
+    a.running[run.id] = cast("asyncio.Task[None]", None)
+    lapse(engine, run.id, owner="pod-0:1", seconds=a.settings.trainer_lease_s + 1)
+    b.heartbeat()
+    assert b.claim_next() is not None
+    assert a.heartbeat() == [run.id], "b has it now: a stops its own attempt"
+
+
+def test_aggressive_preemption_reaches_any_trainer(engine: Engine, tmp_path: Path) -> None:
+    a, b = trainers(engine, tmp_path, 2, trainer_preemption="aggressive")
+    enqueue(threshold("low", 1, 3), a.transactions)
+    enqueue(threshold("mid", 1, 2), a.transactions)
+    mid, low = a.claim_next(), b.claim_next()
+    assert mid is not None and low is not None and low.task_id == "low" and low.owner == "pod-1:1"
+    enqueue(threshold("urgent", 1, 0), a.transactions)
+    assert a.choose_preemption() is None, "within the grace an idle trainer may claim it"
+    backdate(engine, "urgent", a.settings.trainer_preempt_grace_s + 1)
+    assert a.choose_preemption() == low.id, "a marks the least urgent run, which b runs"
+    assert b.choose_preemption() is None, "one preemption at a time"
+    b.processes[low.id] = cast("asyncio.subprocess.Process", object())
+    assert a.asked_to_stop() == [] and b.asked_to_stop() == [low.id]
+    [marked] = [r for r in requests(engine) if r.id == low.id]
+    urgent = next(r for r in requests(engine) if r.task_id == "urgent")
+    assert marked.preempted_by == urgent.id
+    b.preempting.add(low.id)
+    assert b.asked_to_stop() == [], "asked once"
+
+    with Session(engine) as session:  # the run stepped aside, requeued with its mark
+        row = session.get(TrainingRequest, low.id)
+        assert row is not None
+        row.status, row.owner = "queued", None
+        session.add(row)
+        session.commit()
+    assert b.choose_preemption() is None, "its slot is the urgent run's: nobody else yields"
+    taken = b.claim_next()
+    assert taken is not None and taken.id == urgent.id and taken.preempted_by is None
+    assert next(r for r in requests(engine) if r.id == low.id).preempted_by == urgent.id
 
 
 def running(run: str, priority: int, minutes_ago: float) -> Running:

@@ -26,6 +26,7 @@ from labelloop_tools.bench_serving import (
     bench_preannotate_batch,
     bench_retrain,
 )
+from labelloop_tools.bench_trainers import bench_trainer_cluster
 
 if TYPE_CHECKING:
     from labelloop.client import LabelloopClient
@@ -305,6 +306,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "scale": bench_scale,
     "label_qa": bench_label_qa,
     "active_learning": bench_active_learning,
+    "trainer_cluster": bench_trainer_cluster,
 }
 
 

@@ -27,6 +27,9 @@ class TrainingRequest(SQLModel, table=True):
     attempts: int = 0
     owner: str | None = Field(default=None, max_length=128, description="host:pid running it")
     started_at: datetime | None = None
+    heartbeat_at: datetime | None = Field(
+        default=None, description="When the owning trainer last renewed its lease on the run."
+    )
     finished_at: datetime | None = None
     version: int | None = None
     device: str | None = Field(default=None, max_length=32)

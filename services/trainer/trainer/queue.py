@@ -30,6 +30,11 @@ class RunStatus(StrEnum):
     FAILED = "failed"
 
 
+QUEUE_DEPTH_QUERY = "SELECT count(*) FROM training_requests WHERE status IN ('queued', 'running')"
+"""Runs waiting or training: what the chart's KEDA trigger sizes the trainer pods on (the chart
+holds a copy; tests/deploy keeps them equal, and the trainer's integration tests run it)."""
+
+
 @dataclass(frozen=True)
 class Candidate:
     request_id: str

@@ -48,9 +48,10 @@ def trained_frames_key(task_id: str, version: int) -> str:
     return version_prefix(task_id, version) + "trained.json"
 
 
-def checkpoint_key(task_id: str, run_id: str) -> str:
-    """Where a preempted run's last epoch waits to be resumed (any trainer pod can resume it)."""
-    return f"checkpoints/{task_id}/{run_id}/last.pt"
+def checkpoint_key(task_id: str, run_id: str, epochs_done: int) -> str:
+    """Where a run's checkpoint after ``epochs_done`` epochs waits to be resumed from (by any
+    trainer pod): one key per epoch count, so the object a row names is never overwritten."""
+    return f"checkpoints/{task_id}/{run_id}/e{epochs_done:05d}.pt"
 
 
 def register(

@@ -173,7 +173,15 @@ def _run(
             imgsz=settings.model_imgsz,
             seed=SEED,
             device=device,
-            on_epoch=epoch_reporter(transactions, request, attempt, device, start.done_before),
+            on_epoch=epoch_reporter(
+                transactions,
+                store,
+                request,
+                attempt,
+                device,
+                start.done_before,
+                settings.trainer_checkpoint_interval_s,
+            ),
             should_stop=stop_requested.is_set,
         )
     except training.TrainingStopped as stopped:

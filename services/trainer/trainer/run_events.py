@@ -10,6 +10,7 @@ transaction, only while the attempt that produced it still owns the run (:func:`
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
@@ -37,7 +38,7 @@ from trainer import IDENTITY
 from trainer.models import TrainingRequest
 from trainer.queue import RunStatus
 from trainer.registry import Artifacts, checkpoint_key, onnx_key, trained_frames_key
-from trainer.training import EpochCallback
+from trainer.training import EpochCallback, EpochDone
 
 log = logging.getLogger(__name__)
 
@@ -97,28 +98,70 @@ def progress_event(
 
 def epoch_reporter(
     transactions: Transactions,
+    store: ObjectStore,
     request: TrainingRequest,
     attempt: int,
     device: str,
     done_before: int,
+    checkpoint_interval_s: float,
 ) -> EpochCallback:
     """The run's ``on_epoch``: announces each finished epoch (``training.started`` with its
-    progress, counting the epochs a resumed run did before, and its figures)."""
+    progress, counting the epochs a resumed run did before, and its figures) and, at most every
+    ``checkpoint_interval_s``, keeps the epoch's checkpoint with the run (while this attempt
+    owns it): a run whose trainer is killed resumes there, on whichever trainer claims it."""
+    last_kept = time.monotonic()
 
-    def on_epoch(epoch: int, total: int, metrics: EpochMetrics | None) -> None:
+    def on_epoch(epoch: EpochDone) -> None:
+        nonlocal last_kept
+        done = done_before + epoch.done
+        keep = (
+            epoch.done < epoch.epochs
+            and time.monotonic() - last_kept >= checkpoint_interval_s
+            and epoch.checkpoint.is_file()
+        )
+        replaced = kept = None
         with transactions.unit_of_work() as uow:
             uow.record(
                 progress_event(
                     request,
                     attempt,
                     device,
-                    epoch=done_before + epoch,
-                    epochs=done_before + total,
-                    metrics=metrics,
+                    epoch=done,
+                    epochs=done_before + epoch.epochs,
+                    metrics=epoch.metrics,
                 )
             )
+            row = uow.session.get(TrainingRequest, request.id) if keep else None
+            if row is not None and still_mine(row, attempt):
+                replaced = row.checkpoint_key
+                kept = keep_checkpoint(store, row, done, epoch.checkpoint)
+                uow.session.add(row)
+                last_kept = time.monotonic()
+        if replaced is not None and replaced != kept:
+            _forget(store, replaced)
 
     return on_epoch
+
+
+def keep_checkpoint(
+    store: ObjectStore, request: TrainingRequest, epochs_done: int, checkpoint: Path
+) -> str:
+    """Put the checkpoint in the store and name it on the run (the caller commits the row);
+    its key."""
+    data = checkpoint.read_bytes()
+    key = checkpoint_key(request.task_id, request.id, epochs_done)
+    store.put_bytes(key, data)
+    request.checkpoint_key, request.checkpoint_sha256 = key, sha256_of(data)
+    request.epochs_done = epochs_done
+    return key
+
+
+def _forget(store: ObjectStore, key: str) -> None:
+    """Delete a checkpoint no row names any more; one left behind only takes space."""
+    try:
+        store.remove(key)
+    except Exception:  # the store may be briefly away: the next run's cleanup is not needed
+        log.warning("could not delete the superseded checkpoint %s", key, exc_info=True)
 
 
 def fail_run(uow: UnitOfWork, request: TrainingRequest, error: str) -> None:
@@ -159,9 +202,8 @@ def requeue_preempted(
         if not still_mine(request, attempt):
             return
         assert request is not None and request.version is not None
-        key = checkpoint_key(request.task_id, request.id)
-        data = checkpoint.read_bytes()
-        store.put_bytes(key, data)
+        replaced = request.checkpoint_key
+        kept = keep_checkpoint(store, request, epochs_done, checkpoint)
         preempted = TrainingPreempted.create(
             TrainingPreemptedData(
                 task_id=request.task_id,
@@ -169,8 +211,8 @@ def requeue_preempted(
                 version=request.version,
                 epochs_done=epochs_done,
                 epochs=epochs,
-                checkpoint_key=key,
-                checkpoint_sha256=sha256_of(data),
+                checkpoint_key=request.checkpoint_key,
+                checkpoint_sha256=request.checkpoint_sha256,
                 preempted_by=request.preempted_by or "",
             ),
             source=IDENTITY.source,
@@ -180,11 +222,10 @@ def requeue_preempted(
         )
         uow.record(preempted)
         request.status, request.owner, request.version = RunStatus.QUEUED, None, None
-        request.checkpoint_key, request.epochs_done = key, epochs_done
-        request.checkpoint_sha256 = preempted.data.checkpoint_sha256
-        request.preemptions += 1
-        request.preempted_by = None
+        request.preemptions += 1  # preempted_by stays until it is claimed again: one victim
         uow.session.add(request)
+    if replaced is not None and replaced != kept:
+        _forget(store, replaced)
     log.info("run %s preempted after %d of %d epochs; requeued", request_id, epochs_done, epochs)
 
 

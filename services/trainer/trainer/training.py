@@ -175,8 +175,19 @@ TRAIN_ARGS: dict[str, Any] = {
 quiet output without plots in ``<out_dir>/train``."""
 
 
-EpochCallback = Callable[[int, int, EpochMetrics | None], None]
-"""``on_epoch(done, epochs, metrics)``: called after each epoch's validation."""
+@dataclass(frozen=True)
+class EpochDone:
+    """An epoch a run just finished: how far it is, its figures, and the checkpoint Ultralytics
+    wrote after it (``last.pt``: weights and optimizer, what a resumed run starts from)."""
+
+    done: int
+    epochs: int
+    metrics: EpochMetrics | None
+    checkpoint: Path
+
+
+EpochCallback = Callable[[EpochDone], None]
+"""``on_epoch(epoch)``: called after each epoch's validation."""
 
 _VALIDATION_KEYS = {
     "precision": "metrics/precision(B)",
@@ -224,7 +235,8 @@ class _EpochReport:
         if self.done < epoch <= trainer.epochs:  # final_eval reports once more, past the end
             self.done = epoch
             if self.on_epoch:
-                self.on_epoch(epoch, trainer.epochs, epoch_metrics(trainer))
+                figures = epoch_metrics(trainer)
+                self.on_epoch(EpochDone(epoch, trainer.epochs, figures, Path(trainer.last)))
             if self.should_stop and self.should_stop() and epoch < trainer.epochs:
                 raise TrainingStopped(epoch, Path(trainer.last))
 
@@ -249,7 +261,7 @@ def train(
     The recipe (AdamW at 3e-3, no mosaic, no warmup) gives confident boxes on small sets; ``nbs``
     equals ``batch`` so every batch is an optimiser step: Ultralytics' default accumulates to 64
     images, which on a few dozen frames means less than one step per epoch.
-    ``on_epoch(done, epochs, metrics)`` is called after each epoch's validation; then, if
+    ``on_epoch(EpochDone)`` is called after each epoch's validation; then, if
     ``should_stop()`` is true, :class:`TrainingStopped` is raised with that epoch's checkpoint
     (Ultralytics writes ``last.pt`` before the callback). ``cpu_threads``
     defaults to every core; pass 1 where other busy processes share the CPU: torch's OpenMP

@@ -192,10 +192,13 @@ LABELLOOP_CACHE_DIR: /tmp/labelloop-cache
 {{- include "labelloop.kafkaEnv" . }}
 {{- end -}}
 
-{{/* Is this consumer's Deployment sized by KEDA or an HPA (so it must not set replicas)? */}}
+{{/* Is this consumer's Deployment sized by KEDA or an HPA (so it must not set replicas)?
+The trainer only by KEDA (its queue is in the database: a CPU HPA would not see it). */}}
 {{- define "labelloop.autoscaled" -}}
+{{- $root := index . 0 -}}
 {{- $svc := index . 1 -}}
-{{- if and (ne (index . 2) "trainer") $svc.autoscaling $svc.autoscaling.enabled -}}true{{- end -}}
+{{- $trainer := eq (index . 2) "trainer" -}}
+{{- if and $svc.autoscaling $svc.autoscaling.enabled (or (not $trainer) $root.Values.keda.enabled) -}}true{{- end -}}
 {{- end -}}
 
 {{/* Kafka security ---------------------------------------------------------------------- */}}
