@@ -164,6 +164,7 @@ def test_the_ingress_routes_the_api_and_never_metrics_or_probes(helm: Helm) -> N
         ("/docs", "Prefix"),
         ("/openapi.json", "Exact"),
         ("/integrations/label-studio", "Prefix"),
+        ("/ui", "Prefix"),
     }
     for exposed in ("/", "/metrics", "/readyz"):
         error = helm.render_error("default", {**EVERYTHING_ON, "ingress.paths[0].path": exposed})

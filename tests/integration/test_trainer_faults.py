@@ -183,6 +183,8 @@ async def test_aggressive_preemption_checkpoints_and_resumes(
     env = trainer_env | {
         "LABELLOOP_TRAINER_PREEMPTION": "aggressive",
         "LABELLOOP_TRAINER_EPOCHS": str(EPOCHS),
+        # no later checkpoint replaces (and deletes) the preemption's, which is checked below
+        "LABELLOOP_TRAINER_CHECKPOINT_INTERVAL_S": "3600",
         "LABELLOOP_API_PORT": str(free_port()),
     }
     log = tmp_path / "trainer.log"

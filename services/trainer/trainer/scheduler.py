@@ -93,7 +93,8 @@ class Scheduler:
                 if time.monotonic() - renewed >= self.settings.trainer_heartbeat_s:
                     renewed = time.monotonic()
                     for lost in await asyncio.to_thread(self.heartbeat):
-                        self._stop(lost, "it is no longer this trainer's", kill=True)
+                        if lost not in self.preempting:  # else it is stepping aside already
+                            self._stop(lost, "it is no longer this trainer's", kill=True)
                 while len(self.running) < self.settings.trainer_max_concurrent_runs:
                     request = await asyncio.to_thread(self.claim_next)
                     if request is None:
