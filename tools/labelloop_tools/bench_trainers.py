@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +20,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 from sqlmodel import Session, select
 
@@ -31,15 +28,16 @@ from labelloop.db import create_tables, get_engine
 from labelloop.messaging.topics import create_topics, topic_names
 from labelloop.stack.base import free_port
 from labelloop.storage import ObjectStore
+from labelloop_tools.bench_scale import start_service
 from labelloop_tools.postgres import PostgresServer
 from labelloop_tools.training_queue import queue_run, seed_training_task, send_threshold
 from trainer.models import TrainingRequest
 
 BURST = 12
 TRAINERS = (1, 2, 3)
-SMALL_RUN = {"LABELLOOP_TRAINER_EPOCHS": "2", "LABELLOOP_MODEL_IMGSZ": "64"}
+SMALL_RUN: dict[str, Any] = {"trainer_epochs": 2, "model_imgsz": 64}
 """A run of a few seconds: what the drain measures is the queue, not the training."""
-LONG_RUN = {"LABELLOOP_TRAINER_EPOCHS": "200"}
+LONG_RUN: dict[str, Any] = {"trainer_epochs": 200}
 """Runs that outlast the measurement: the P3s every trainer is busy with."""
 ANCHOR_S = 3 * 60
 """The seed's figure for a P0 fix on a crowded GPU cluster, after its fix: 3 minutes."""
@@ -70,7 +68,7 @@ def _measure(
         for n in range(2):
             cluster.seed(f"p3-{n}", 3)
             queue_run(cluster.engine, cluster.task(f"p3-{n}"), 3)
-        cluster.start(2, LONG_RUN | {"LABELLOOP_TRAINER_PREEMPTION": "aggressive"})
+        cluster.start(2, LONG_RUN | {"trainer_preemption": "aggressive"})
         cluster.wait(lambda: cluster.statuses() == ["running", "running"], "both P3s running")
         figures["p0_start_all_busy_s"] = round(cluster.p0_start(), 2)
     for count in TRAINERS:
@@ -121,26 +119,18 @@ class _Cluster:
     def seed(self, name: str, priority: int) -> None:
         seed_training_task(self.engine, self.store, self.task(name), priority)
 
-    def start(self, count: int, env: dict[str, str]) -> None:
-        """``count`` trainers, each answering its health check."""
-        base = self.settings.as_env() | {
-            "LABELLOOP_VAR_DIR": str(self.folder / "var"),
-            "LABELLOOP_TRAINER_MIN_RECALL": "0",
-            "LABELLOOP_TRAINER_MIN_PRECISION": "0",
-        }
-        log = self.stack.enter_context((self.folder / "trainers.log").open("ab"))
-        ports = []
+    def start(self, count: int, settings: dict[str, Any]) -> None:
+        """``count`` trainers with these ``settings``, each answering its health check."""
+        scoped = self.settings.model_copy(
+            update={
+                "var_dir": self.folder / "var",
+                "trainer_min_recall": 0.0,
+                "trainer_min_precision": 0.0,
+                **settings,
+            }
+        )
         for _ in range(count):
-            port = free_port()
-            process = subprocess.Popen(
-                [sys.executable, "-m", "labelloop", "serve", "--service", "trainer"],
-                env={**base, **env, "LABELLOOP_API_PORT": str(port)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            self.stack.callback(_stop, process)
-            ports.append(port)
-        self.wait(lambda: all(map(_healthy, ports)), "every trainer answers", timeout_s=120)
+            start_service(scoped, "trainer", self.folder, self.stack)
 
     def p0_start(self) -> float:
         """Seconds from a P0's threshold event (through Kafka) to its run's start."""
@@ -169,7 +159,7 @@ class _Cluster:
         deadline = time.monotonic() + timeout_s
         while not done():
             if time.monotonic() > deadline:
-                log = (self.folder / "trainers.log").read_text(errors="replace")[-2000:]
+                log = (self.folder / "trainer.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"trainer_cluster: timed out waiting: {what}\n{log}")
             time.sleep(0.1)
 
@@ -183,19 +173,3 @@ def _cluster(
         cluster = _Cluster(settings, server.new_database(), folder / name, stack)
         stack.callback(cluster.engine.dispose)
         yield cluster
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
