@@ -21,6 +21,11 @@ from typing import Any
 DATUMARO_VERSION = "1.13.12"
 LABEL_STUDIO_VERSION = "1.23.2"
 
+PINS = {"label-studio": ["sentry-sdk>=2.16,<3"]}
+"""Held back where a tool's own requirement lets through a release that breaks it: Label Studio
+1.23.2 asks for ``sentry-sdk>=2.16`` and passes ``send_default_pii``, which sentry-sdk 3 no
+longer takes (it exits at start)."""
+
 _PROBE = Path(__file__).with_name("datumaro_probe.py")
 _MARKER = ".labelloop-complete"
 _INSTALL_TIMEOUT_S = 1800
@@ -56,15 +61,17 @@ def tool_venv(package: str, version: str) -> Path:
     """
     venv = _venv_dir(package, version)
     python = venv / "bin" / "python"
-    requirement = f"{package}=={version}"
-    if (venv / _MARKER).is_file():
+    requirements = [f"{package}=={version}", *PINS.get(package, [])]
+    requirement = " ".join(requirements)
+    marker = venv / _MARKER
+    if _made_for(marker, requirement):
         return venv
     venv.parent.mkdir(parents=True, exist_ok=True)
     lock = venv.with_name(venv.name + ".lock")
     with lock.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            if (venv / _MARKER).is_file():  # another process finished it while we waited
+            if _made_for(marker, requirement):  # another process made it while we waited
                 return venv
             shutil.rmtree(venv, ignore_errors=True)
             env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
@@ -72,11 +79,17 @@ def tool_venv(package: str, version: str) -> Path:
             env.pop("PYTHONPATH", None)
             # From a venv's interpreter `-m venv` still makes a venv of the base Python.
             _run([sys.executable, "-m", "venv", str(venv)], env, requirement)
-            _run([str(python), "-m", "pip", "install", "--quiet", requirement], env, requirement)
-            (venv / _MARKER).write_text(requirement + "\n")
+            install = [str(python), "-m", "pip", "install", "--quiet", *requirements]
+            _run(install, env, requirement)
+            marker.write_text(requirement + "\n")
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
     return venv
+
+
+def _made_for(marker: Path, requirement: str) -> bool:
+    """Whether the venv is whole and holds these requirements (new pins make it anew)."""
+    return marker.is_file() and marker.read_text().strip() == requirement
 
 
 def datumaro_python() -> Path:

@@ -160,7 +160,7 @@ def _forget(store: ObjectStore, key: str) -> None:
     """Delete a checkpoint no row names any more; one left behind only takes space."""
     try:
         store.remove(key)
-    except Exception:  # the store may be briefly away: the next run's cleanup is not needed
+    except Exception:  # the store may be briefly away: a checkpoint left behind only takes space
         log.warning("could not delete the superseded checkpoint %s", key, exc_info=True)
 
 
