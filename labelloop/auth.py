@@ -53,8 +53,13 @@ class Principal:
     task_ids: frozenset[str] | None = None
     """The tasks this caller may see; None: every task."""
 
+    @property
+    def readable(self) -> frozenset[str] | None:
+        """The tasks this caller may read; None: every task (an admin reads every task)."""
+        return None if self.role is Role.ADMIN else self.task_ids
+
     def can_read(self, task_id: str) -> bool:
-        return self.role is Role.ADMIN or self.task_ids is None or task_id in self.task_ids
+        return self.readable is None or task_id in self.readable
 
     def can_label(self, task_id: str) -> bool:
         return self.role is Role.ADMIN or (self.role is Role.ANNOTATOR and self.can_read(task_id))

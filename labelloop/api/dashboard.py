@@ -191,7 +191,7 @@ async def tasks_page(request: Request) -> Response:
     if visitor is None:
         return _to_login(request)
     principal = visitor.principal
-    after = await asyncio.to_thread(_newest_seq, request, principal, _readable(principal))
+    after = await asyncio.to_thread(_newest_seq, request, principal, principal.readable)
     async with Api(request, visitor) as api:
         summaries = await _summaries(api)
     return _page(
@@ -214,11 +214,6 @@ async def tasks_table(request: Request) -> Response:
     return _page("tasks_table.html", summaries=summaries)
 
 
-def _readable(principal: Principal) -> frozenset[str] | None:
-    """The tasks whose events a principal may see; None: every task."""
-    return None if principal.role is Role.ADMIN else principal.task_ids
-
-
 def _newest_seq(request: Request, principal: Principal, tasks: frozenset[str] | None) -> int:
     """Where a page's live stream starts: the newest event of ``tasks`` (None: every task) the
     principal may see, in the log now (the page, read after this, may repeat a few events the
@@ -237,7 +232,7 @@ async def changes_stream(request: Request) -> StreamingResponse:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "log in at /ui/login")
     resume = _resume_from(request)
     principal, token, runtime = visitor.principal, visitor.token, get_runtime(request)
-    scope, hidden = _readable(principal), hidden_types(principal)
+    scope, hidden = principal.readable, hidden_types(principal)
 
     def fetch(session: Session, after: int) -> list[EventRecord]:
         return newest_event(session, scope, after_seq=after, hidden=hidden)

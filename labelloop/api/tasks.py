@@ -64,10 +64,10 @@ def list_tasks(
 ) -> list[TaskPublic]:
     """The tasks the caller may read, newest first (a scoped token: its tasks alone)."""
     query = select(Task).order_by(col(Task.created_at).desc()).limit(limit)
-    if principal.role is not Role.ADMIN and principal.task_ids is not None:
-        if not principal.task_ids:
+    if principal.readable is not None:
+        if not principal.readable:
             return []
-        query = query.where(col(Task.id).in_(sorted(principal.task_ids)))
+        query = query.where(col(Task.id).in_(sorted(principal.readable)))
     return [TaskPublic.of(task) for task in session.exec(query)]
 
 

@@ -209,18 +209,27 @@ def test_many_trainers_claim_each_run_once_in_queue_order(engine: Engine, tmp_pa
     }
 
 
-def test_a_claim_is_a_conditional_update(engine: Engine, tmp_path: Path) -> None:
-    """Two trainers that chose the same run: the second finds it taken and claims nothing."""
+def test_a_claim_is_a_conditional_update(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b reads the queue and chooses a run; a claims that run before b writes: b's claim finds
+    it taken and claims nothing (a plain update would make it b's second attempt)."""
     a, b = trainers(engine, tmp_path, 2)
     enqueue(threshold("t", 1, 1), a.transactions)
-    with Session(engine) as session:  # b read the queue, then a claimed before b wrote
-        [request] = session.exec(select(TrainingRequest)).all()
-        request.status, request.owner, request.attempts = "running", "pod-0:1", 1
-        session.add(request)
-        session.commit()
+
+    def a_claims_between(*args: object, **kwargs: object) -> Candidate | None:
+        choice = pick_next(*args, **kwargs)  # type: ignore[arg-type]
+        with Session(engine) as session:  # a's claim commits after b's read
+            [request] = session.exec(select(TrainingRequest)).all()
+            request.status, request.owner, request.attempts = "running", "pod-0:1", 1
+            session.add(request)
+            session.commit()
+        return choice
+
+    monkeypatch.setattr("trainer.scheduler.pick_next", a_claims_between)
     assert b.claim_next() is None
     [row] = requests(engine)
-    assert (row.owner, row.attempts) == ("pod-0:1", 1)
+    assert (row.owner, row.attempts, row.status) == ("pod-0:1", 1, "running")
 
 
 def test_an_orphan_waits_for_its_lease_unless_its_process_is_gone(

@@ -186,7 +186,7 @@ def _run(
         )
     except training.TrainingStopped as stopped:
         progress = (start.done_before + stopped.epochs_done, start.epochs)
-        requeue_preempted(transactions, store, request.id, attempt, progress, stopped.checkpoint)
+        requeue_preempted(transactions, store, request, attempt, progress, stopped.checkpoint)
         return
     verdict = _judge(settings, dataset, device, outcome.weights, start.incumbent)
     run = _run_record(settings, request, current, dataset, start, device, started)

@@ -114,12 +114,14 @@ def epoch_reporter(
     def on_epoch(epoch: EpochDone) -> None:
         nonlocal last_kept
         done = done_before + epoch.done
-        keep = (
+        kept = None
+        if (
             epoch.done < epoch.epochs
             and time.monotonic() - last_kept >= checkpoint_interval_s
             and epoch.checkpoint.is_file()
-        )
-        replaced = kept = None
+        ):  # uploaded before the transaction: no row or queue lock waits on the store
+            kept = store_checkpoint(store, request, done, epoch.checkpoint)
+            last_kept = time.monotonic()
         with transactions.unit_of_work() as uow:
             uow.record(
                 progress_event(
@@ -131,36 +133,52 @@ def epoch_reporter(
                     metrics=epoch.metrics,
                 )
             )
-            row = uow.session.get(TrainingRequest, request.id) if keep else None
-            if row is not None and still_mine(row, attempt):
-                replaced = row.checkpoint_key
-                kept = keep_checkpoint(store, row, done, epoch.checkpoint)
-                uow.session.add(row)
-                last_kept = time.monotonic()
-        if replaced is not None and replaced != kept:
-            _forget(store, replaced)
+            row = uow.session.get(TrainingRequest, request.id) if kept else None
+            superseded = name_checkpoint(uow, row, attempt, kept) if kept else None
+        if superseded is not None:
+            _forget(store, superseded)
 
     return on_epoch
 
 
-def keep_checkpoint(
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint in the store: its key, its hash and the epochs it holds."""
+
+    key: str
+    sha256: str
+    epochs_done: int
+
+
+def store_checkpoint(
     store: ObjectStore, request: TrainingRequest, epochs_done: int, checkpoint: Path
-) -> str:
-    """Put the checkpoint in the store and name it on the run (the caller commits the row);
-    its key."""
+) -> Checkpoint:
+    """Put the checkpoint in the store under a key of its own (no row names it yet)."""
     data = checkpoint.read_bytes()
     key = checkpoint_key(request.task_id, request.id, epochs_done)
     store.put_bytes(key, data)
-    request.checkpoint_key, request.checkpoint_sha256 = key, sha256_of(data)
-    request.epochs_done = epochs_done
-    return key
+    return Checkpoint(key, sha256_of(data), epochs_done)
+
+
+def name_checkpoint(
+    uow: UnitOfWork, request: TrainingRequest | None, attempt: int, kept: Checkpoint
+) -> str | None:
+    """Name ``kept`` on the run while ``attempt`` owns it; the key to delete after the commit:
+    the checkpoint it replaces, or ``kept`` itself when the run is no longer this attempt's."""
+    if request is None or not still_mine(request, attempt):
+        return kept.key
+    replaced = request.checkpoint_key
+    request.checkpoint_key, request.checkpoint_sha256 = kept.key, kept.sha256
+    request.epochs_done = kept.epochs_done
+    uow.session.add(request)
+    return replaced if replaced != kept.key else None
 
 
 def _forget(store: ObjectStore, key: str) -> None:
     """Delete a checkpoint no row names any more; one left behind only takes space."""
     try:
         store.remove(key)
-    except Exception:  # the store may be briefly away: a checkpoint left behind only takes space
+    except Exception:  # the store may be briefly away
         log.warning("could not delete the superseded checkpoint %s", key, exc_info=True)
 
 
@@ -186,7 +204,7 @@ def fail_run(uow: UnitOfWork, request: TrainingRequest, error: str) -> None:
 def requeue_preempted(
     transactions: Transactions,
     store: ObjectStore,
-    request_id: str,
+    request: TrainingRequest,
     attempt: int,
     progress: tuple[int, int],
     checkpoint: Path,
@@ -197,36 +215,35 @@ def requeue_preempted(
     longer owns the run.
     """
     epochs_done, epochs = progress
+    kept = store_checkpoint(store, request, epochs_done, checkpoint)
     with transactions.unit_of_work() as uow:
-        request = uow.session.get(TrainingRequest, request_id)
-        if not still_mine(request, attempt):
-            return
-        assert request is not None and request.version is not None
-        replaced = request.checkpoint_key
-        kept = keep_checkpoint(store, request, epochs_done, checkpoint)
-        preempted = TrainingPreempted.create(
-            TrainingPreemptedData(
-                task_id=request.task_id,
-                run_id=request.id,
-                version=request.version,
-                epochs_done=epochs_done,
-                epochs=epochs,
-                checkpoint_key=request.checkpoint_key,
-                checkpoint_sha256=request.checkpoint_sha256,
-                preempted_by=request.preempted_by or "",
-            ),
-            source=IDENTITY.source,
-            key=(request.id, attempt, "preempted"),
-            taskid=request.task_id,
-            **run_links(request),
-        )
-        uow.record(preempted)
-        request.status, request.owner, request.version = RunStatus.QUEUED, None, None
-        request.preemptions += 1  # preempted_by stays until it is claimed again: one victim
-        uow.session.add(request)
-    if replaced is not None and replaced != kept:
-        _forget(store, replaced)
-    log.info("run %s preempted after %d of %d epochs; requeued", request_id, epochs_done, epochs)
+        row = uow.session.get(TrainingRequest, request.id)
+        superseded = name_checkpoint(uow, row, attempt, kept)
+        if row is not None and still_mine(row, attempt):
+            assert row.version is not None
+            preempted = TrainingPreempted.create(
+                TrainingPreemptedData(
+                    task_id=row.task_id,
+                    run_id=row.id,
+                    version=row.version,
+                    epochs_done=epochs_done,
+                    epochs=epochs,
+                    checkpoint_key=kept.key,
+                    checkpoint_sha256=kept.sha256,
+                    preempted_by=row.preempted_by or "",
+                ),
+                source=IDENTITY.source,
+                key=(row.id, attempt, "preempted"),
+                taskid=row.task_id,
+                **run_links(row),
+            )
+            uow.record(preempted)
+            row.status, row.owner, row.version = RunStatus.QUEUED, None, None
+            row.preemptions += 1  # preempted_by stays until it is claimed again: one victim
+            uow.session.add(row)
+    if superseded is not None:
+        _forget(store, superseded)
+    log.info("run %s preempted after %d of %d epochs; requeued", request.id, epochs_done, epochs)
 
 
 @dataclass(frozen=True)
